@@ -1,0 +1,8 @@
+"""monai-patronus: Patronus interpretable diffusion models with prototypes, as a MONAI plugin.
+
+Sub-packages mirror MONAI's namespaces: ``networks``, ``inferers``, ``losses``, ``engines``, ``data``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

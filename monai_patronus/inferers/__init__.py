@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from .patronus_inferer import DenoisingStep, PatronusInferer
+
+__all__ = ["DenoisingStep", "PatronusInferer"]

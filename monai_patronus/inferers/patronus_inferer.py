@@ -1,0 +1,274 @@
+"""Training forward, sampling, DDIM inversion/reconstruction and denoising trajectories for Patronus."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+from monai.inferers import DiffusionInferer
+from monai.networks.schedulers import Scheduler
+from torch import nn
+
+__all__ = ["PatronusInferer", "DenoisingStep"]
+
+_AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class DenoisingStep(NamedTuple):
+    """One reverse-diffusion step.
+
+    Attributes:
+        timestep: the step's timestep ``t``.
+        sample: ``x_t``, the input of the step.
+        pred_original: the model's predicted clean image ``x̂0(t)``.
+        prev_sample: the step's output, ``x`` at the next (smaller) timestep.
+    """
+
+    timestep: int
+    sample: torch.Tensor
+    pred_original: torch.Tensor
+    prev_sample: torch.Tensor
+
+
+class PatronusInferer(DiffusionInferer):
+    """MONAI ``DiffusionInferer`` for models conditioned on prototype activations (e.g. :class:`PatronusUNet`).
+
+    Timestep grids. With a DDIM-type scheduler (one that has ``reversed_step``; its ``step`` moves by
+    ``T // N``) every method uses the evenly spaced grid ``t_k = k * (T // N)``, ``k = 0 .. N-1``, so that
+    inversion and reconstruction retrace exactly the same timesteps. A DDPM scheduler steps ``t -> t-1``,
+    so it samples over all ``T`` timesteps.
+
+    Inversion takes the clean image as ``x`` at ``t_0 = 0`` and runs the ``N - 1`` deterministic
+    reversed DDIM steps up to ``t_{N-1}``; :meth:`reconstruct` runs the same ``N - 1`` steps back.
+    :meth:`sample` starts from noise at ``t_{N-1}`` and also takes the final step to ``alpha = 1``.
+
+    Args:
+        scheduler: a MONAI scheduler (``DDIMScheduler`` for short schedules and inversion, with
+            ``clip_sample=False`` for inversion; or ``DDPMScheduler``).
+        autocast_dtype: ``None`` for float32, or ``torch.bfloat16`` / ``"bfloat16"`` (or float16 on CUDA) to
+            run the network under ``torch.autocast`` on the input's device (CPU or CUDA). Outputs are float32.
+    """
+
+    def __init__(self, scheduler: Scheduler, autocast_dtype: torch.dtype | str | None = None) -> None:
+        if not isinstance(scheduler, Scheduler):
+            raise TypeError(f"PatronusInferer: scheduler must be a MONAI Scheduler, got {type(scheduler).__name__}.")
+        if isinstance(autocast_dtype, str):
+            if autocast_dtype not in _AUTOCAST_DTYPES and autocast_dtype not in ("float32", "none"):
+                raise ValueError(
+                    f"PatronusInferer: autocast_dtype must be one of {sorted(_AUTOCAST_DTYPES)}, 'float32' or None, "
+                    f"got {autocast_dtype!r}."
+                )
+            autocast_dtype = _AUTOCAST_DTYPES.get(autocast_dtype)
+        if autocast_dtype is not None and autocast_dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(
+                f"PatronusInferer: autocast_dtype must be torch.bfloat16, torch.float16 or None, got {autocast_dtype!r}."
+            )
+        super().__init__(scheduler)
+        self.autocast_dtype = autocast_dtype
+        params = inspect.signature(scheduler.step).parameters
+        self._step_takes_eta = "eta" in params
+        self._step_takes_generator = "generator" in params
+
+    # ------------------------------------------------------------------ training
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        diffusion_model: nn.Module,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: torch.Tensor | None = None,
+        mode: str = "crossattn",
+        seg: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Noise prediction for ``x_t = add_noise(inputs, noise, timesteps)`` conditioned on ``s(inputs)``.
+
+        ``condition`` defaults to the clean ``inputs`` (encoded inside the model, so the denoising loss
+        trains the encoder and prototypes); pass an ``(N, K)`` vector to condition on it instead.
+        """
+        if mode != "crossattn":
+            raise ValueError(
+                f"PatronusInferer: mode must be 'crossattn' (the condition goes through the model), got {mode!r}."
+            )
+        condition = inputs if condition is None else condition
+        with self._autocast(inputs.device):
+            prediction = super().__call__(inputs, diffusion_model, noise, timesteps, condition=condition)
+        return prediction.float()
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def trajectory(
+        self,
+        input_noise: torch.Tensor,
+        diffusion_model: nn.Module,
+        conditioning: torch.Tensor,
+        num_inference_steps: int | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        verbose: bool = False,
+    ) -> Iterator[DenoisingStep]:
+        """Generate from ``input_noise`` step by step, yielding ``x_t`` and the predicted clean image each step.
+
+        Args:
+            input_noise: ``x_T``, ``(N, C, *spatial)`` (e.g. ``torch.randn(..., generator=g)`` or from :meth:`invert`).
+            diffusion_model: the conditional ε-predictor.
+            conditioning: ``(N, K)`` (or ``(1, K)``) activation vector, or clean images to encode.
+            num_inference_steps: ``N``; defaults to the scheduler's training timesteps ``T``.
+            eta: DDIM stochasticity (0: deterministic DDIM, 1: DDPM-like). Needs a scheduler whose step takes eta.
+            generator: random generator for the noise added when ``eta > 0`` or with DDPM.
+            verbose: show a progress bar.
+        """
+        self._check_images("input_noise", input_noise)
+        s = self._activations(diffusion_model, input_noise, conditioning)
+        grid = self._grid(num_inference_steps)
+        yield from self._denoise(input_noise, diffusion_model, s, grid.flip(0), eta, generator, verbose)
+
+    def sample(  # type: ignore[override]
+        self,
+        input_noise: torch.Tensor,
+        diffusion_model: nn.Module,
+        conditioning: torch.Tensor,
+        num_inference_steps: int | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        verbose: bool = False,
+    ) -> torch.Tensor:
+        """Generate images from ``input_noise`` given ``conditioning`` (see :meth:`trajectory`); returns ``x_0``."""
+        step = None
+        for step in self.trajectory(input_noise, diffusion_model, conditioning, num_inference_steps, eta, generator, verbose):
+            pass
+        return step.prev_sample  # type: ignore[union-attr]
+
+    @torch.no_grad()
+    def invert(
+        self,
+        inputs: torch.Tensor,
+        diffusion_model: nn.Module,
+        conditioning: torch.Tensor | None = None,
+        num_inference_steps: int = 50,
+        verbose: bool = False,
+    ) -> torch.Tensor:
+        """Deterministic DDIM inversion ``x_0 -> x_T`` (reverse DDIM), conditioned on ``s(inputs)`` by default.
+
+        Returns ``x`` at the top of the grid ``t_{N-1} = (N - 1) * (T // N)``.
+        """
+        self._check_images("inputs", inputs)
+        if not hasattr(self.scheduler, "reversed_step"):
+            raise ValueError(
+                f"PatronusInferer.invert: the scheduler ({type(self.scheduler).__name__}) has no reversed_step; "
+                "use monai.networks.schedulers.DDIMScheduler(clip_sample=False)."
+            )
+        if getattr(self.scheduler, "clip_sample", False):
+            raise ValueError(
+                "PatronusInferer.invert: scheduler.clip_sample is True, which makes inversion inexact; "
+                "build the DDIMScheduler with clip_sample=False."
+            )
+        s = self._activations(diffusion_model, inputs, inputs if conditioning is None else conditioning)
+        grid = self._grid(num_inference_steps)
+        x = inputs.float()
+        for t in self._progress(grid[:-1], verbose, "inverting"):
+            eps = self._predict(diffusion_model, x, int(t), s)
+            x, _ = self.scheduler.reversed_step(eps, int(t), x)
+        return x
+
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        latents: torch.Tensor,
+        diffusion_model: nn.Module,
+        conditioning: torch.Tensor,
+        num_inference_steps: int = 50,
+        verbose: bool = False,
+    ) -> torch.Tensor:
+        """Deterministic DDIM from inverted ``latents`` back to ``t_0``, retracing :meth:`invert`'s grid.
+
+        Give the inverted image's ``s`` (or the image) to reconstruct it, or an edited vector to edit it.
+        """
+        self._check_images("latents", latents)
+        s = self._activations(diffusion_model, latents, conditioning)
+        grid = self._grid(num_inference_steps)
+        x = latents.float()
+        for step in self._denoise(x, diffusion_model, s, grid[1:].flip(0), 0.0, None, verbose):
+            x = step.prev_sample
+        return x
+
+    # ------------------------------------------------------------------ helpers
+    def _denoise(self, x, diffusion_model, s, timesteps, eta, generator, verbose) -> Iterator[DenoisingStep]:
+        if eta < 0:
+            raise ValueError(f"PatronusInferer: eta must be >= 0, got {eta!r}.")
+        if eta != 0 and not self._step_takes_eta:
+            raise ValueError(
+                f"PatronusInferer: eta={eta} needs a DDIM-type scheduler; {type(self.scheduler).__name__}.step takes no eta."
+            )
+        kwargs = {}
+        if self._step_takes_eta:
+            kwargs["eta"] = float(eta)
+        if self._step_takes_generator:
+            kwargs["generator"] = generator
+        x = x.float()
+        for t in self._progress(timesteps, verbose, "denoising"):
+            eps = self._predict(diffusion_model, x, int(t), s)
+            prev, pred_original = self.scheduler.step(eps, int(t), x, **kwargs)
+            yield DenoisingStep(int(t), x, pred_original, prev)
+            x = prev
+
+    def _grid(self, num_inference_steps: int | None) -> torch.Tensor:
+        """Ascending timestep grid shared by sampling, inversion and reconstruction (sets the scheduler up)."""
+        T = int(self.scheduler.num_train_timesteps)
+        n = T if num_inference_steps is None else num_inference_steps
+        if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= T:
+            raise ValueError(f"PatronusInferer: num_inference_steps must be an int in [2, {T}], got {num_inference_steps!r}.")
+        if hasattr(self.scheduler, "reversed_step"):  # DDIM family: step() moves by T // N
+            self.scheduler.set_timesteps(n)
+            return torch.arange(n) * (T // n)
+        if n != T:  # DDPM family: step() always moves t -> t - 1
+            raise ValueError(
+                f"PatronusInferer: {type(self.scheduler).__name__} steps t -> t-1, so num_inference_steps must be {T} "
+                f"(got {n}); use DDIMScheduler for shorter schedules."
+            )
+        self.scheduler.set_timesteps(T)
+        return torch.arange(T)
+
+    def _predict(self, diffusion_model: nn.Module, x: torch.Tensor, t: int, s: torch.Tensor) -> torch.Tensor:
+        timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        with self._autocast(x.device):
+            eps = diffusion_model(x, timesteps=timesteps, context=s)
+        return eps.float()
+
+    def _activations(self, diffusion_model: nn.Module, x: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
+        """Resolve ``conditioning`` (vector or clean images) to an ``(N, K)`` vector, encoding images once."""
+        if not isinstance(conditioning, torch.Tensor):
+            raise TypeError(
+                f"PatronusInferer: conditioning must be a torch.Tensor (activations (N, K) or images), "
+                f"got {type(conditioning).__name__}."
+            )
+        resolve = getattr(diffusion_model, "condition_vector", None)
+        if resolve is None:
+            raise TypeError(
+                f"PatronusInferer: diffusion_model must be a PatronusUNet (or provide condition_vector), "
+                f"got {type(diffusion_model).__name__}."
+            )
+        with self._autocast(x.device):
+            return resolve(x, context=conditioning.to(x.device)).float()
+
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    @staticmethod
+    def _check_images(name: str, x: object) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"PatronusInferer: {name} must be a torch.Tensor, got {type(x).__name__}.")
+        if x.ndim < 3 or not x.dtype.is_floating_point:
+            raise ValueError(f"PatronusInferer: {name} must be a float tensor (N, C, *spatial), got {tuple(x.shape)} {x.dtype}.")
+
+    @staticmethod
+    def _progress(timesteps: torch.Tensor, verbose: bool, desc: str):
+        if not verbose:
+            return timesteps
+        from tqdm.auto import tqdm
+
+        return tqdm(timesteps, desc=desc)

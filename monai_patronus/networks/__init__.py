@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from .patronus_unet import PatronusUNet
+from .prototype_encoder import ENCODER_PRESETS, PrototypeActivations, PrototypeEncoder
+from .receptive_field import ReceptiveField
+
+__all__ = ["ENCODER_PRESETS", "PatronusUNet", "PrototypeActivations", "PrototypeEncoder", "ReceptiveField"]

@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+from monai_patronus.inferers import DenoisingStep, PatronusInferer
+from monai_patronus.networks import PatronusUNet, PrototypeEncoder
+
+
+def _net(spatial_dims=2, k=5):
+    enc = PrototypeEncoder(
+        spatial_dims, 1, num_prototypes=k, channels=(4, 8), kernel_sizes=3, strides=(2, 1), paddings=(1, 0), preset=None
+    )
+    net = PatronusUNet(spatial_dims, 1, enc, channels=(8, 16), num_res_blocks=1, norm_num_groups=4, dropout=0.0)
+    with torch.no_grad():  # MONAI zero-initialises the output and res-block convs: make the net non-trivial
+        for name, p in net.named_parameters():
+            if name.endswith("weight") and not p.any():
+                p.normal_(0, 0.05)
+    return net.eval()
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps a model and records the timesteps it is called with."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def condition_vector(self, *args, **kwargs):
+        return self.net.condition_vector(*args, **kwargs)
+
+    def forward(self, x, timesteps, context=None):
+        self.calls.append(int(timesteps[0]))
+        return self.net(x, timesteps, context=context)
+
+
+def _ddim(**kw):
+    return DDIMScheduler(num_train_timesteps=1000, clip_sample=False, **kw)
+
+
+def test_training_forward_is_noise_prediction_on_clean_image_condition():
+    net, inf = _net(), PatronusInferer(_ddim())
+    x0, noise, t = torch.rand(3, 1, 16, 16) * 2 - 1, torch.randn(3, 1, 16, 16), torch.tensor([0, 400, 999])
+    x_t = inf.scheduler.add_noise(x0, noise, t)
+    expected = net(x_t, t, image=x0)
+    torch.testing.assert_close(inf(x0, net, noise, t), expected)
+    torch.testing.assert_close(inf(x0, net, noise, t, condition=net.encode(x0)), expected)
+    with pytest.raises(ValueError, match="mode"):
+        inf(x0, net, noise, t, mode="concat")
+
+
+def test_ddim_grid_shared_by_sampling_inversion_and_reconstruction():
+    rec, inf = _Recorder(_net()), PatronusInferer(_ddim())
+    x = torch.randn(2, 1, 16, 16)
+    inf.sample(x, rec, x, num_inference_steps=10)
+    assert rec.calls == list(range(900, -1, -100))
+    rec.calls.clear()
+    latents = inf.invert(x, rec, num_inference_steps=10)
+    assert rec.calls == list(range(0, 900, 100))
+    rec.calls.clear()
+    inf.reconstruct(latents, rec, x, num_inference_steps=10)
+    assert rec.calls == list(range(900, 0, -100))
+
+
+def test_trajectory_yields_x_t_and_predicted_clean_image():
+    net, inf = _net(), PatronusInferer(_ddim())
+    noise, s = torch.randn(2, 1, 16, 16), torch.rand(2, 5)
+    steps = list(inf.trajectory(noise, net, s, num_inference_steps=8))
+    assert len(steps) == 8 and all(isinstance(st, DenoisingStep) for st in steps)
+    assert [st.timestep for st in steps] == [875, 750, 625, 500, 375, 250, 125, 0]
+    torch.testing.assert_close(steps[0].sample, noise)
+    for prev, nxt in zip(steps, steps[1:]):
+        torch.testing.assert_close(prev.prev_sample, nxt.sample)
+    # x̂0 = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t)
+    st = steps[3]
+    a = inf.scheduler.alphas_cumprod[st.timestep]
+    eps = net(st.sample, torch.full((2,), st.timestep), activations=s)
+    torch.testing.assert_close(st.pred_original, (st.sample - (1 - a).sqrt() * eps) / a.sqrt(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(inf.sample(noise, net, s, num_inference_steps=8), steps[-1].prev_sample)
+
+
+def test_batched_equals_one_by_one():
+    net, inf = _net(), PatronusInferer(_ddim())
+    noise, s = torch.randn(3, 1, 16, 16), torch.rand(3, 5)
+    batched = inf.sample(noise, net, s, num_inference_steps=6)
+    singles = torch.cat([inf.sample(noise[i : i + 1], net, s[i : i + 1], num_inference_steps=6) for i in range(3)])
+    torch.testing.assert_close(batched, singles, atol=1e-5, rtol=1e-5)
+    inverted = inf.invert(noise, net, num_inference_steps=6)
+    torch.testing.assert_close(inverted[1:2], inf.invert(noise[1:2], net, num_inference_steps=6), atol=1e-5, rtol=1e-5)
+
+
+def test_eta_noise_is_seeded():
+    net, inf = _net(), PatronusInferer(_ddim())
+    noise, s = torch.randn(2, 1, 16, 16), torch.rand(2, 5)
+
+    def run(eta, seed):
+        return inf.sample(noise, net, s, 5, eta=eta, generator=torch.Generator().manual_seed(seed))
+
+    torch.testing.assert_close(run(1.0, 1), run(1.0, 1))
+    assert (run(1.0, 1) - run(1.0, 2)).abs().max() > 1e-3
+    torch.testing.assert_close(run(0.0, 1), run(0.0, 2))
+    assert (run(0.0, 1) - run(1.0, 1)).abs().max() > 1e-3
+
+
+def test_conditioning_changes_samples_and_image_conditioning_is_encoded():
+    net, inf = _net(), PatronusInferer(_ddim())
+    noise, x0 = torch.randn(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    s = net.encode(x0)
+    torch.testing.assert_close(inf.sample(noise, net, x0, 5), inf.sample(noise, net, s, 5))
+    assert (inf.sample(noise, net, s + 2.0, 5) - inf.sample(noise, net, s, 5)).abs().max() > 1e-4
+
+
+def test_ddpm_sampling_runs_every_timestep():
+    rec = _Recorder(_net())
+    inf = PatronusInferer(DDPMScheduler(num_train_timesteps=20))
+    noise = torch.randn(1, 1, 16, 16)
+    out = inf.sample(noise, rec, torch.rand(1, 5), generator=torch.Generator().manual_seed(0))
+    assert rec.calls == list(range(19, -1, -1)) and out.shape == noise.shape
+    with pytest.raises(ValueError, match="must be 20"):
+        inf.sample(noise, rec, torch.rand(1, 5), num_inference_steps=10)
+    with pytest.raises(ValueError, match="takes no eta"):
+        inf.sample(noise, rec, torch.rand(1, 5), eta=0.5)
+    with pytest.raises(ValueError, match="reversed_step"):
+        inf.invert(noise, rec)
+
+
+def test_inversion_refuses_clipping_scheduler():
+    with pytest.raises(ValueError, match="clip_sample=False"):
+        PatronusInferer(DDIMScheduler(1000)).invert(torch.randn(1, 1, 16, 16), _net())
+
+
+def test_inversion_error_shrinks_with_more_steps():
+    """DDIM inversion is exact in the limit of small steps: the round-trip error must fall as N grows."""
+    net, inf = _net(), PatronusInferer(_ddim())
+    with torch.no_grad():  # a smoother random ε-predictor (large random outputs make DDIM unstable)
+        for p in net.out.parameters():
+            p.mul_(0.1)
+    x0 = torch.rand(2, 1, 16, 16) * 2 - 1
+    errors = []
+    for n in (5, 50, 500):
+        recon = inf.reconstruct(inf.invert(x0, net, num_inference_steps=n), net, x0, num_inference_steps=n)
+        errors.append(float((recon - x0).abs().max()))
+    assert errors[2] < errors[1] < errors[0]
+    assert errors[2] < 0.25 * errors[0]
+
+
+def test_3d_sampling_and_inversion():
+    net, inf = _net(spatial_dims=3), PatronusInferer(_ddim())
+    x0 = torch.rand(1, 1, 8, 8, 8)
+    latents = inf.invert(x0, net, num_inference_steps=4)
+    assert latents.shape == x0.shape
+    assert inf.reconstruct(latents, net, x0, num_inference_steps=4).shape == x0.shape
+    assert len(list(inf.trajectory(latents, net, x0, num_inference_steps=4))) == 4
+
+
+def test_bf16_autocast_close_to_float32():
+    net = _net()
+    noise, s = torch.randn(2, 1, 16, 16), torch.rand(2, 5)
+    ref = PatronusInferer(_ddim()).sample(noise, net, s, 5)
+    bf16 = PatronusInferer(_ddim(), autocast_dtype="bfloat16").sample(noise, net, s, 5)
+    assert bf16.dtype == torch.float32
+    assert float((bf16 - ref).norm() / ref.norm()) < 0.05
+    x0, t = torch.rand(2, 1, 16, 16), torch.tensor([5, 50])
+    assert PatronusInferer(_ddim(), autocast_dtype=torch.bfloat16)(x0, net, noise, t).dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    net, inf = _net(), PatronusInferer(_ddim())
+    noise, s = torch.randn(2, 1, 16, 16), torch.rand(2, 5)
+    cpu = inf.sample(noise, net, s, 5)
+    gpu = inf.sample(noise.cuda(), net.cuda(), s.cuda(), 5)
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        (dict(scheduler="ddim"), TypeError, "scheduler must be a MONAI Scheduler"),
+        (dict(autocast_dtype="int8"), ValueError, "autocast_dtype"),
+        (dict(autocast_dtype=torch.float64), ValueError, "autocast_dtype"),
+    ],
+)
+def test_invalid_constructor_arguments(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        PatronusInferer(**(dict(scheduler=_ddim()) | kwargs))
+
+
+def test_invalid_call_arguments():
+    net, inf = _net(), PatronusInferer(_ddim())
+    noise, s = torch.randn(1, 1, 16, 16), torch.rand(1, 5)
+    for n in (1, 1001, 5.0, True):
+        with pytest.raises(ValueError, match=f"num_inference_steps must be an int in \\[2, 1000\\], got {n}"):
+            inf.sample(noise, net, s, num_inference_steps=n)
+    with pytest.raises(ValueError, match="eta must be >= 0, got -1"):
+        inf.sample(noise, net, s, 5, eta=-1)
+    with pytest.raises(TypeError, match="conditioning must be a torch.Tensor"):
+        inf.sample(noise, net, [0.0] * 5, 5)
+    with pytest.raises(TypeError, match="inputs must be a torch.Tensor"):
+        inf.invert(noise.numpy(), net)
+    with pytest.raises(ValueError, match=r"latents must be a float tensor"):
+        inf.reconstruct(torch.zeros(1, 1, 16, 16, dtype=torch.long), net, s)
+    with pytest.raises(TypeError, match="PatronusUNet"):
+        inf.sample(noise, torch.nn.Identity(), s, 5)
