@@ -7,12 +7,11 @@ from torch.utils.data import DataLoader
 
 from monai_patronus.engines import create_patronus_trainer
 from monai_patronus.inferers import PatronusInferer
-from monai_patronus.networks import PatronusUNet, PrototypeEncoder
+from tests._helpers import tiny_patronus
 
 
 def test_supervised_trainer_updates_encoder_and_prototypes():
-    enc = PrototypeEncoder(2, 1, num_prototypes=4, channels=(4, 8), kernel_sizes=3, strides=(2, 1), paddings=(1, 0), preset=None)
-    net = PatronusUNet(2, 1, enc, channels=(8, 16), num_res_blocks=1, norm_num_groups=4)
+    net = tiny_patronus(2, num_prototypes=4)
     before = {k: v.clone() for k, v in net.prototype_encoder.state_dict().items()}
     data = [{"image": torch.rand(1, 16, 16) * 2 - 1} for _ in range(8)]
     inferer = PatronusInferer(DDIMScheduler(1000, clip_sample=False))

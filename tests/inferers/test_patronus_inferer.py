@@ -5,19 +5,11 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from monai_patronus.inferers import DenoisingStep, PatronusInferer
-from monai_patronus.networks import PatronusUNet, PrototypeEncoder
+from tests._helpers import randomize_zero_init, tiny_patronus
 
 
-def _net(spatial_dims=2, k=5):
-    enc = PrototypeEncoder(
-        spatial_dims, 1, num_prototypes=k, channels=(4, 8), kernel_sizes=3, strides=(2, 1), paddings=(1, 0), preset=None
-    )
-    net = PatronusUNet(spatial_dims, 1, enc, channels=(8, 16), num_res_blocks=1, norm_num_groups=4, dropout=0.0)
-    with torch.no_grad():  # MONAI zero-initialises the output and res-block convs: make the net non-trivial
-        for name, p in net.named_parameters():
-            if name.endswith("weight") and not p.any():
-                p.normal_(0, 0.05)
-    return net.eval()
+def _net(spatial_dims=2):
+    return randomize_zero_init(tiny_patronus(spatial_dims, num_prototypes=5), std=0.05).eval()
 
 
 class _Recorder(torch.nn.Module):
@@ -203,3 +195,12 @@ def test_invalid_call_arguments():
         inf.reconstruct(torch.zeros(1, 1, 16, 16, dtype=torch.long), net, s)
     with pytest.raises(TypeError, match="PatronusUNet"):
         inf.sample(noise, torch.nn.Identity(), s, 5)
+
+
+def test_progress_bar(capsys):
+    net, inf = _net(), PatronusInferer(_ddim())
+    x = torch.randn(1, 1, 16, 16)
+    inf.invert(x, net, num_inference_steps=3, verbose=True)
+    inf.sample(x, net, x, num_inference_steps=3, verbose=True)
+    err = capsys.readouterr().err
+    assert "inverting" in err and "denoising" in err

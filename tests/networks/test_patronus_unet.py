@@ -9,21 +9,8 @@ from monai_patronus.networks import PatronusUNet, PrototypeEncoder
 CASES = [(2, (16, 16)), (3, (8, 8, 8))]
 
 
-def _net(spatial_dims, k=6, dropout=0.0, in_channels=1):
-    enc = PrototypeEncoder(
-        spatial_dims, in_channels, num_prototypes=k, channels=(4, 8), kernel_sizes=3, strides=(2, 1), paddings=(1, 0),
-        preset=None,
-    )
-    return PatronusUNet(spatial_dims, in_channels, enc, channels=(8, 16), num_res_blocks=1, norm_num_groups=4, dropout=dropout)
-
-
-def _perturb_output_conv(net):
-    """MONAI zero-initialises the output conv and every res-block's second conv, which would hide the
-    conditioning at init: give all zero-initialised weights random values."""
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.endswith("weight") and not p.any():
-                p.normal_(0, 0.1)
+from tests._helpers import randomize_zero_init as _perturb_output_conv
+from tests._helpers import tiny_patronus as _net
 
 
 @pytest.mark.parametrize("spatial_dims, shape", CASES)
