@@ -98,7 +98,6 @@ class PatronusInferer(DiffusionInferer):
         return prediction.float()
 
     # ------------------------------------------------------------------ generation
-    @torch.no_grad()
     def trajectory(
         self,
         input_noise: torch.Tensor,
@@ -110,6 +109,9 @@ class PatronusInferer(DiffusionInferer):
         verbose: bool = False,
     ) -> Iterator[DenoisingStep]:
         """Generate from ``input_noise`` step by step, yielding ``x_t`` and the predicted clean image each step.
+
+        Arguments are checked when called; the returned iterator runs one network evaluation per item
+        (without gradients), so a caller can stop early or analyse each ``x̂0(t)`` as it comes.
 
         Args:
             input_noise: ``x_T``, ``(N, C, *spatial)`` (e.g. ``torch.randn(..., generator=g)`` or from :meth:`invert`).
@@ -123,7 +125,7 @@ class PatronusInferer(DiffusionInferer):
         self._check_images("input_noise", input_noise)
         s = self._activations(diffusion_model, input_noise, conditioning)
         grid = self._grid(num_inference_steps)
-        yield from self._denoise(input_noise, diffusion_model, s, grid.flip(0), eta, generator, verbose)
+        return self._denoise(input_noise, diffusion_model, s, grid.flip(0), eta, generator, verbose)
 
     def sample(  # type: ignore[override]
         self,
@@ -196,20 +198,27 @@ class PatronusInferer(DiffusionInferer):
 
     # ------------------------------------------------------------------ helpers
     def _denoise(self, x, diffusion_model, s, timesteps, eta, generator, verbose) -> Iterator[DenoisingStep]:
-        if eta < 0:
-            raise ValueError(f"PatronusInferer: eta must be >= 0, got {eta!r}.")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0:
+            raise ValueError(f"PatronusInferer: eta must be a float >= 0, got {eta!r}.")
         if eta != 0 and not self._step_takes_eta:
             raise ValueError(
                 f"PatronusInferer: eta={eta} needs a DDIM-type scheduler; {type(self.scheduler).__name__}.step takes no eta."
             )
+        return self._denoise_steps(x, diffusion_model, s, timesteps, eta, generator, verbose)
+
+    @torch.no_grad()
+    def _denoise_steps(self, x, diffusion_model, s, timesteps, eta, generator, verbose) -> Iterator[DenoisingStep]:
         kwargs = {}
         if self._step_takes_eta:
             kwargs["eta"] = float(eta)
         if self._step_takes_generator:
             kwargs["generator"] = generator
         x = x.float()
+        num_steps = self.scheduler.num_inference_steps
         for t in self._progress(timesteps, verbose, "denoising"):
             eps = self._predict(diffusion_model, x, int(t), s)
+            if self.scheduler.num_inference_steps != num_steps:  # another call re-gridded it between lazy steps
+                self.scheduler.set_timesteps(num_steps)
             prev, pred_original = self.scheduler.step(eps, int(t), x, **kwargs)
             yield DenoisingStep(int(t), x, pred_original, prev)
             x = prev
@@ -237,6 +246,7 @@ class PatronusInferer(DiffusionInferer):
             eps = diffusion_model(x, timesteps=timesteps, context=s)
         return eps.float()
 
+    @torch.no_grad()
     def _activations(self, diffusion_model: nn.Module, x: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         """Resolve ``conditioning`` (vector or clean images) to an ``(N, K)`` vector, encoding images once."""
         if not isinstance(conditioning, torch.Tensor):

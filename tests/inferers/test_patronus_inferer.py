@@ -185,7 +185,7 @@ def test_invalid_call_arguments():
     for n in (1, 1001, 5.0, True):
         with pytest.raises(ValueError, match=f"num_inference_steps must be an int in \\[2, 1000\\], got {n}"):
             inf.sample(noise, net, s, num_inference_steps=n)
-    with pytest.raises(ValueError, match="eta must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="eta must be a float >= 0, got -1"):
         inf.sample(noise, net, s, 5, eta=-1)
     with pytest.raises(TypeError, match="conditioning must be a torch.Tensor"):
         inf.sample(noise, net, [0.0] * 5, 5)
@@ -204,3 +204,18 @@ def test_progress_bar(capsys):
     inf.sample(x, net, x, num_inference_steps=3, verbose=True)
     err = capsys.readouterr().err
     assert "inverting" in err and "denoising" in err
+
+
+def test_trajectory_checks_arguments_eagerly_and_survives_interleaved_calls():
+    net, inf = _net(), PatronusInferer(_ddim())
+    x, s = torch.randn(1, 1, 16, 16), torch.rand(1, 5)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        inf.trajectory(x, net, s, num_inference_steps=1)  # raised at the call, before any iteration
+    reference = [st.prev_sample for st in inf.trajectory(x, net, s, num_inference_steps=4)]
+    lazy = inf.trajectory(x, net, s, num_inference_steps=4)
+    first = next(lazy)
+    inf.invert(x, net, num_inference_steps=10)  # re-grids the shared scheduler mid-trajectory
+    rest = [st.prev_sample for st in lazy]
+    for a, b in zip([first.prev_sample, *rest], reference):
+        torch.testing.assert_close(a, b)
+    assert first.prev_sample.requires_grad is False
