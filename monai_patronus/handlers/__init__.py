@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from .checkpoint import AtomicCheckpointSaver, latest_checkpoint
+from .distinct_loss import PrototypeDistinctLossHandler
+from .sample_grid import SampleGridHandler
+from .utils import is_main_process, unwrap_network
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "PrototypeDistinctLossHandler",
+    "SampleGridHandler",
+    "is_main_process",
+    "latest_checkpoint",
+    "unwrap_network",
+]
