@@ -11,9 +11,10 @@ $(STAMP): setup.py
 	$(VENV)/bin/python -m pip install -e ".[test]"
 	touch $(STAMP)
 
-# main job: train a tiny Patronus on real digits (shipped with scikit-learn), sample, invert, reconstruct
+# main job: the patronus_demo bundle (MNI152 brain slices shipped in nilearn's wheel), trained on CPU
 demo: $(STAMP)
-	$(VENV)/bin/python -m monai_patronus.demo --output-dir demo_output
+	cd bundles/patronus_demo && ../../$(VENV)/bin/python -m monai.bundle run \
+		--config_file configs/train.json --meta_file configs/metadata.json --logging_file configs/logging.conf
 
 # pytest exits 5 when it collects no test, which fails this target like any other failure
 test: $(STAMP)

@@ -11,12 +11,14 @@ here = Path(__file__).parent
 extras = {
     # torchvision-style adapters for CelebA, Fashion-MNIST, CIFAR-10, FFHQ
     "natural": ["torchvision>=0.17"],
-    # medical readers used through MONAI transforms (DICOM, NIfTI, MHA)
-    "medical": ["nibabel>=5.0", "pydicom>=2.4", "SimpleITK>=2.3"],
+    # readers used through MONAI transforms (DICOM, NIfTI, MHA/NRRD); nilearn ships the MNI152 demo data
+    "medical": ["nibabel>=5.0", "pydicom>=2.4", "SimpleITK>=2.3", "nilearn>=0.10", "pandas>=1.5"],
     "tracking": ["mlflow>=2.10"],
     "notebooks": ["jupyter", "nbclient>=0.9", "nbformat>=5.9", "ipykernel", "matplotlib>=3.7"],
     "test": ["pytest>=7.4"],
 }
+# the tests exercise every loader and bundle
+extras["test"] += extras["natural"] + extras["medical"]
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 
 setup(

@@ -64,22 +64,27 @@ class SampleGridHandler:
     def __call__(self, engine) -> None:
         if not is_main_process():
             return
-        network = unwrap_network(engine.network)
+        psnr_db = self.render(engine.network, f"grid_epoch{engine.state.epoch:04d}.png", engine.state.device)
+        engine.state.metrics[self.metric_name] = psnr_db
+
+    def render(self, network, filename: str = "grid.png", device: str | torch.device | None = None) -> float:
+        """Write ``output_dir/filename`` for ``network`` (train mode restored) and return the mean reconstruction PSNR."""
+        network = unwrap_network(network)
+        device = torch.device(device) if device is not None else next(network.parameters()).device
         was_training = network.training
         network.eval()
         try:
-            x0 = self.images.to(engine.state.device)
+            x0 = self.images.to(device)
             n = self.num_inference_steps
             with torch.no_grad():
                 s = network.encode(x0)
             recon = self.inferer.reconstruct(self.inferer.invert(x0, network, s, n), network, s, n)
-            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(self.seed)).to(x0.device)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(self.seed)).to(device)
             samples = self.inferer.sample(noise, network, s, n)
         finally:
             network.train(was_training)
-        engine.state.metrics[self.metric_name] = float(psnr(recon.clamp(-1, 1), x0).mean())
-        rows = [self._to_2d(t) for t in (x0, recon, samples)]
-        save_png_grid(rows, self.output_dir / f"grid_epoch{engine.state.epoch:04d}.png")
+        save_png_grid([self._to_2d(t) for t in (x0, recon, samples)], self.output_dir / filename)
+        return float(psnr(recon.clamp(-1, 1), x0).mean())
 
     @staticmethod
     def _to_2d(x: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 import torch
 from ignite.engine import Events
-from monai.handlers import CheckpointLoader
 from monai.networks.schedulers import DDIMScheduler
 from torch.utils.data import DataLoader
 
@@ -24,7 +23,7 @@ def _setup(max_epochs):
 
 def test_keeps_last_n_and_resumes_after_a_crash(tmp_path):
     net, opt, trainer = _setup(max_epochs=5)
-    AtomicCheckpointSaver(tmp_path, {"network": net, "optimizer": opt, "trainer": trainer}, keep_last=2).attach(trainer)
+    AtomicCheckpointSaver(tmp_path, {"network": net, "optimizer": opt}, keep_last=2).attach(trainer)
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def crash(engine):  # dies in the middle of epoch 4
@@ -38,9 +37,11 @@ def test_keeps_last_n_and_resumes_after_a_crash(tmp_path):
     assert path.endswith("checkpoint_epoch=3.pt")
     saved = torch.load(path, weights_only=False)
 
-    # resume: a fresh trainer, MONAI's CheckpointLoader on the latest checkpoint
+    assert saved["trainer"]["iteration"] == 6 and saved["trainer"]["epoch_length"] == 2  # = epoch 3
+
+    # resume: a fresh trainer whose saver loads the latest checkpoint when the run starts
     net2, opt2, trainer2 = _setup(max_epochs=5)
-    CheckpointLoader(path, {"network": net2, "optimizer": opt2, "trainer": trainer2}).attach(trainer2)
+    AtomicCheckpointSaver(tmp_path, {"network": net2, "optimizer": opt2}, keep_last=2, resume=True).attach(trainer2)
     epochs_run = []
     trainer2.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_run.append(e.state.epoch))
     first_weights = {}
@@ -55,6 +56,21 @@ def test_keeps_last_n_and_resumes_after_a_crash(tmp_path):
     assert trainer2.state.iteration == 10
     for k, v in saved["network"].items():
         torch.testing.assert_close(first_weights[k], v)
+    assert latest_checkpoint(tmp_path).endswith("checkpoint_epoch=5.pt")
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path):
+    net, opt, trainer = _setup(max_epochs=2)
+    AtomicCheckpointSaver(tmp_path, {"network": net}, resume=True).attach(trainer)
+    trainer.run()
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 4
+
+
+def test_ddp_wrapped_network_saved_unwrapped(tmp_path):
+    net = tiny_patronus(num_prototypes=4)
+    wrapped = torch.nn.DataParallel(net)
+    path = AtomicCheckpointSaver(tmp_path, {"network": wrapped}).save(1)
+    assert set(torch.load(path)["network"]) == set(net.state_dict())
 
 
 def test_failed_save_leaves_previous_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
@@ -87,5 +103,7 @@ def test_invalid_arguments(tmp_path):
         AtomicCheckpointSaver(tmp_path, {})
     with pytest.raises(TypeError, match=r"save_dict\['x'\]"):
         AtomicCheckpointSaver(tmp_path, {"x": 3})
+    with pytest.raises(ValueError, match="must not hold 'trainer'"):
+        AtomicCheckpointSaver(tmp_path, {"trainer": torch.nn.Linear(1, 1)})
     with pytest.raises(ValueError, match="keep_last must be an int >= 1, got 0"):
         AtomicCheckpointSaver(tmp_path, {"n": torch.nn.Linear(1, 1)}, keep_last=0)

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from monai_patronus.handlers import latest_checkpoint
+from monai_patronus.networks import PatronusUNet
+from tests.bundles._workflow import BUNDLES, run_bundle, run_cli
+
+FAST = dict(max_epochs=1, epoch_length=1, num_inference_steps=3, grid_images=2, grid_interval=1)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    """The MNI152 slices/volumes are written once for the module (real data from nilearn's wheel)."""
+    return str(tmp_path_factory.mktemp("mni152"))
+
+
+def test_train_one_iteration_writes_checkpoint_and_grid(tmp_path, dataset_dir):
+    wf = run_bundle("patronus_demo", ["train.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir, **FAST)
+    assert wf.check_properties() == []
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 1
+    assert isinstance(trainer.state.metrics["reconstruction_psnr"], float)
+    assert (tmp_path / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
+    assert (tmp_path / "grids" / "grid_epoch0001.png").is_file()
+    datalist = wf.parser.get_parsed_content("train#datalist")
+    assert len(datalist) > 100 and all(item["image"].endswith(".png") for item in datalist)
+    batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
+    assert batch["image"].shape == (32, 1, 32, 32)
+    assert -1.0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.0
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path, dataset_dir):
+    common = dict(output_dir=str(tmp_path), dataset_dir=dataset_dir, epoch_length=1, grid_interval=100)
+    run_bundle("patronus_demo", ["train.json"], max_epochs=1, **common)
+    first = torch.load(latest_checkpoint(tmp_path / "checkpoints"), weights_only=True)
+    wf = run_bundle("patronus_demo", ["train.json"], max_epochs=2, resume=True, **common)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert (trainer.state.epoch, trainer.state.iteration) == (2, 2)  # one more epoch, not two
+    assert latest_checkpoint(tmp_path / "checkpoints").endswith("checkpoint_epoch=2.pt")
+    assert first["trainer"]["iteration"] == 1
+
+
+def test_inference_after_training(tmp_path, dataset_dir):
+    common = dict(output_dir=str(tmp_path), dataset_dir=dataset_dir)
+    run_bundle("patronus_demo", ["train.json"], max_epochs=1, epoch_length=1, grid_interval=100, **common)
+    run_bundle("patronus_demo", ["train.json", "inference.json"], num_inference_steps=3, grid_images=2, **common)
+    assert (tmp_path / "inference" / "inference_grid.png").is_file()
+
+
+def test_3d_configuration_trains_on_mni152_volumes(tmp_path, dataset_dir):
+    wf = run_bundle("patronus_demo", ["train.json", "train_3d.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir, **FAST)
+    net = wf.parser.get_parsed_content("network")
+    assert isinstance(net, PatronusUNet) and net.spatial_dims == 3
+    batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
+    assert batch["image"].shape == (3, 1, 32, 32, 32)
+    assert (tmp_path / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
+    assert (tmp_path / "grids" / "grid_epoch0001.png").is_file()
+
+
+def test_distinct_loss_and_bf16_options(tmp_path, dataset_dir):
+    wf = run_bundle(
+        "patronus_demo", ["train.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir, max_epochs=1, epoch_length=1,
+        grid_interval=100, distinct_loss_weight=0.5, autocast_dtype="bfloat16",
+    )
+    output = wf.parser.get_parsed_content("train#trainer").state.output
+    assert "distinct_loss" in output and torch.isfinite(output["loss"])
+
+
+def test_torchrun_two_processes_gloo(tmp_path, dataset_dir):
+    result = run_cli(
+        "patronus_demo",
+        ["--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--logging_file", "configs/logging.conf",
+         "--output_dir", str(tmp_path), "--dataset_dir", dataset_dir, "--max_epochs", "1", "--epoch_length", "1",
+         "--grid_interval", "100"],
+        nproc=2,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_epoch=1.pt"]
+    keys = torch.load(tmp_path / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)["network"].keys()
+    assert not any(k.startswith("module.") for k in keys)  # saved unwrapped from DDP
+
+
+def test_metadata_fields():
+    meta = json.loads((BUNDLES / "patronus_demo" / "configs" / "metadata.json").read_text())
+    for key in ("version", "changelog", "monai_version", "required_packages_version", "network_data_format", "intended_use"):
+        assert key in meta
+    assert meta["version"] in meta["changelog"]
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
+    for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json", "configs/inference.json"):
+        assert (BUNDLES / "patronus_demo" / name).is_file()
