@@ -12,7 +12,7 @@ extras = {
     # torchvision-style adapters for CelebA, Fashion-MNIST, CIFAR-10, FFHQ
     "natural": ["torchvision>=0.17"],
     # readers used through MONAI transforms (DICOM, NIfTI, MHA/NRRD); nilearn ships the MNI152 demo data
-    "medical": ["nibabel>=5.0", "pydicom>=2.4", "SimpleITK>=2.3", "nilearn>=0.10", "pandas>=1.5"],
+    "medical": ["nibabel>=5.0", "pydicom>=3.0", "SimpleITK>=2.3", "nilearn>=0.10", "pandas>=1.5"],
     "tracking": ["mlflow>=2.10"],
     "notebooks": ["jupyter", "nbclient>=0.9", "nbformat>=5.9", "ipykernel", "matplotlib>=3.7"],
     "test": ["pytest>=7.4"],

@@ -1,7 +1,18 @@
 from __future__ import annotations
 
+from .chexpert import CHEXPERT_LABELS, load_chexpert_datalist
 from .digits import load_digits_images
+from .medical import (
+    AntialiasResized,
+    CheckImaged,
+    DropNoneCollate,
+    LoadMedicalImaged,
+    SkipNoneCompose,
+    ToChannelsd,
+    medical_image_transforms,
+)
 from .mni152 import mni152_template_path, prepare_mni152_slices, prepare_mni152_volumes
+from .readers import DICOM_TECHNICAL_TAGS, DicomReader, MedicalImageReader, SimpleITKReader
 from .natural import (
     NATURAL_PRESETS,
     CelebAReader,
@@ -15,6 +26,19 @@ from .natural import (
 )
 
 __all__ = [
+    "AntialiasResized",
+    "CHEXPERT_LABELS",
+    "CheckImaged",
+    "DICOM_TECHNICAL_TAGS",
+    "DicomReader",
+    "DropNoneCollate",
+    "LoadMedicalImaged",
+    "MedicalImageReader",
+    "SimpleITKReader",
+    "SkipNoneCompose",
+    "ToChannelsd",
+    "load_chexpert_datalist",
+    "medical_image_transforms",
     "NATURAL_PRESETS",
     "CelebAReader",
     "DictDatasetAdapter",

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import csv
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from monai_patronus.data import CHEXPERT_LABELS
+from tests.bundles._workflow import run_bundle
+from tests.data._files import PATIENT_ID, PATIENT_NAME, write_dicom, write_png, write_sitk
+
+FAST = dict(max_epochs=1, epoch_length=1, batch_size=2, num_workers=0, grid_images=2, num_inference_steps=2, grid_interval=1)
+NO_GRID = FAST | dict(grid_interval=100)
+
+
+class _Records(logging.Handler):
+    """Collects the messages of the monai_patronus.data logger (the bundle's logging.conf resets the root
+    logger's handlers, which pytest's caplog relies on)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+        self.logger = logging.getLogger("monai_patronus.data")
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+
+    @property
+    def text(self):
+        return "\n".join(self.messages)
+
+
+def _radiograph(seed: int, shape=(240, 256)) -> np.ndarray:
+    """A smooth synthetic 'chest': two dark lung fields in a bright body, plus noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[: shape[0], : shape[1]] / np.array(shape).reshape(2, 1, 1)
+    body = 0.8 - 0.5 * (((x - 0.35) / 0.15) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1) - 0.5 * (((x - 0.65) / 0.15) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1)
+    return np.clip(body + 0.05 * rng.standard_normal(shape), 0, 1)
+
+
+def _write_dataset(root, bad: str | None = None):
+    """One frontal image per format (PNG, DICOM MONOCHROME1, NIfTI, MHA) and a CheXpert-style CSV."""
+    root.mkdir(parents=True, exist_ok=True)
+    files = [
+        write_png(root / "p1.png", (_radiograph(1) * 255).astype(np.uint8)),
+        write_dicom(root / "p2.dcm", (4095 - _radiograph(2) * 4095).astype(np.uint16), photometric="MONOCHROME1"),
+        str(root / "p3.nii.gz"),
+        write_sitk(root / "p4.mha", _radiograph(4).T.astype(np.float32)),
+    ]
+    volume = _radiograph(3).T.astype(np.float32)
+    if bad == "nan":
+        volume[10, 10] = np.nan
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), files[2])
+    if bad == "missing":
+        files.append(str(root / "gone.png"))
+    with open(root / "train.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS])
+        for i, path in enumerate(files):
+            labels = ["1.0" if j == i % 14 else ("-1.0" if j == 13 else "") for j in range(14)]
+            writer.writerow([path.split("/")[-1], "Female", 60 + i, "Frontal", "PA", *labels])
+    return root
+
+
+def test_one_iteration_on_mixed_formats(tmp_path):
+    data = _write_dataset(tmp_path / "data")
+    wf = run_bundle("patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data), **FAST)
+    parser = wf.parser
+    datalist = parser.get_parsed_content("train#datalist")
+    assert [d["image"].rsplit(".", 1)[-1] for d in datalist] == ["png", "dcm", "gz", "mha"]
+    assert all(d["label"][13] == 1.0 for d in datalist)  # uncertain "Support Devices" -> U-Ones
+    dataset = parser.get_parsed_content("train#dataset")
+    images = torch.stack([dataset[i]["image"] for i in range(4)])
+    assert images.shape == (4, 1, 224, 224) and float(images.min()) == -1.0 and float(images.max()) == 1.0
+    # every format gives the same phantom the same way up (MONAI's axis 0 is x): a dark lung field at
+    # x = 0.35 and bright body at x = 0.9; the DICOM is MONOCHROME1, so it only matches if inverted
+    body, lung = images[:, 0, 195:210, 105:120].mean((1, 2)), images[:, 0, 70:86, 105:120].mean((1, 2))
+    assert bool((body > lung + 1.0).all()), (body, lung)
+    assert float((images - images.mean(0)).abs().mean()) < 0.1
+    net = parser.get_parsed_content("network")
+    assert net.prototype_encoder.receptive_field.output_shape((224, 224)) == (43, 43)
+    assert parser.get_parsed_content("train#trainer").state.iteration == 1
+    assert (tmp_path / "out" / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
+    assert (tmp_path / "out" / "grids" / "grid_epoch0001.png").is_file()
+    # no patient identifier leaves the run: not in the cache, not in checkpoints
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert PATIENT_NAME.encode() not in blob and PATIENT_ID.encode() not in blob, path
+
+
+def test_missing_file_names_the_row_or_is_skipped(tmp_path):
+    data = _write_dataset(tmp_path / "data", bad="missing")
+    with pytest.raises(Exception) as info:
+        run_bundle("patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data), **NO_GRID)
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any("gone.png" in m and "row 6" in m for m in chain), chain
+    with _Records() as records:
+        wf = run_bundle(
+            "patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out2"), dataset_dir=str(data),
+            on_missing="skip", **NO_GRID,
+        )
+    assert len(wf.parser.get_parsed_content("train#datalist")) == 4
+    assert "gone.png" in records.text
+
+
+def test_nan_image_skipped_and_counted_when_asked(tmp_path):
+    data = _write_dataset(tmp_path / "data", bad="nan")
+    with _Records() as records:
+        wf = run_bundle(
+            "patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data),
+            on_error="skip", **(NO_GRID | dict(epoch_length=2)),
+        )
+    assert "p3.nii.gz" in records.text
+    assert wf.parser.get_parsed_content("train#dataloader").collate_fn.num_dropped >= 1
+    assert wf.parser.get_parsed_content("train#trainer").state.iteration == 2

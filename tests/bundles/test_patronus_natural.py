@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.bundles._workflow import run_bundle
+from tests.data.test_natural import write_celeba, write_cifar10, write_fashion_mnist
+
+FAST = dict(max_epochs=1, epoch_length=1, batch_size=2, num_workers=0, grid_images=2, num_inference_steps=2, grid_interval=1)
+
+
+def _write_ffhq(root):
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (70, 70, 3), dtype=np.uint8)).save(root / f"{i:05d}.png")
+
+
+WRITERS = {"cifar10": write_cifar10, "fashion_mnist": write_fashion_mnist, "celeba": write_celeba, "ffhq": _write_ffhq}
+SHAPES = {"cifar10": (3, 32, 32), "fashion_mnist": (1, 32, 32), "celeba": (3, 64, 64), "ffhq": (3, 64, 64)}
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_each_dataset_config_trains_one_iteration(tmp_path, name):
+    data = tmp_path / "data"
+    WRITERS[name](data)
+    wf = run_bundle(
+        "patronus_natural", ["train.json", f"{name}.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data), **FAST
+    )
+    parser = wf.parser
+    assert parser.get_parsed_content("dataset_name") == name
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    assert tuple(batch["image"].shape[1:]) == SHAPES[name] and len(batch["id"]) == 2
+    net = parser.get_parsed_content("network")
+    assert net.num_prototypes == (30 if name == "fashion_mnist" else 100)
+    assert list(net.block_out_channels) == [64, 128, 256, 256] and net.dropout == 0.1
+    assert parser.get_parsed_content("optimizer").param_groups[0]["lr"] == 1e-5
+    assert parser.get_parsed_content("train#trainer").state.iteration == 1
+    assert (tmp_path / "out" / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
+    assert (tmp_path / "out" / "grids" / "grid_epoch0001.png").is_file()
