@@ -137,3 +137,6 @@ class AtomicCheckpointSaver:
         found = sorted((int(m.group(1)), p) for p in self.save_dir.iterdir() if (m := _PATTERN.match(p.name)))
         for _, path in found[: -self.keep_last]:
             path.unlink(missing_ok=True)
+        # temporary files of a run that was killed while saving (only one process writes here)
+        for stale in self.save_dir.glob(".checkpoint_*.tmp"):
+            stale.unlink(missing_ok=True)

@@ -92,3 +92,38 @@ def test_metadata_fields():
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
     for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json", "configs/inference.json"):
         assert (BUNDLES / "patronus_demo" / name).is_file()
+
+
+def test_killed_run_resumes_from_last_good_checkpoint(tmp_path, dataset_dir):
+    """SIGKILL a CLI training run after a few epochs; every checkpoint left loads, and --resume continues."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--config_file", "configs/train.json", "--output_dir", str(tmp_path), "--dataset_dir", dataset_dir,
+            "--epoch_length", "1", "--grid_interval", "1000", "--keep_last_checkpoints", "2"]
+    ckpts = tmp_path / "checkpoints"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monai.bundle", "run", *args, "--max_epochs", "1000"],
+        cwd=BUNDLES / "patronus_demo", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while latest_checkpoint(ckpts) is None or int(latest_checkpoint(ckpts).split("=")[-1][:-3]) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not reach epoch 3"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = sorted(p.name for p in ckpts.iterdir() if not p.name.startswith("."))
+    assert 1 <= len(saved) <= 2
+    for name in saved:  # nothing truncated: every visible checkpoint loads completely
+        assert set(torch.load(ckpts / name, weights_only=True)) == {"network", "optimizer", "trainer"}
+    last = int(latest_checkpoint(ckpts).split("=")[-1][:-3])
+    result = run_cli("patronus_demo", [*args, "--max_epochs", str(last + 1), "--resume", "true"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(latest_checkpoint(ckpts), weights_only=True)["trainer"]
+    assert latest_checkpoint(ckpts).endswith(f"checkpoint_epoch={last + 1}.pt")
+    assert state["iteration"] == last + 1  # continued after the last good epoch, one iteration per epoch
+    assert not list(ckpts.glob(".checkpoint_*.tmp"))
