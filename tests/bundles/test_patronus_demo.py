@@ -21,6 +21,8 @@ def dataset_dir(tmp_path_factory):
 def test_train_one_iteration_writes_checkpoint_and_grid(tmp_path, dataset_dir):
     wf = run_bundle("patronus_demo", ["train.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir, **FAST)
     assert wf.check_properties() == []
+    handlers = {type(h).__name__ for h in wf.parser.get_parsed_content("train#handlers")}
+    assert "PrototypeDistinctLossHandler" not in handlers and "ProgressBar" not in handlers  # off by default here
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 1
     assert isinstance(trainer.state.metrics["reconstruction_psnr"], float)
@@ -64,10 +66,12 @@ def test_3d_configuration_trains_on_mni152_volumes(tmp_path, dataset_dir):
 def test_distinct_loss_and_bf16_options(tmp_path, dataset_dir):
     wf = run_bundle(
         "patronus_demo", ["train.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir, max_epochs=1, epoch_length=1,
-        grid_interval=100, distinct_loss_weight=0.5, autocast_dtype="bfloat16",
+        grid_interval=100, distinct_loss_weight=0.5, autocast_dtype="bfloat16", progress_bar=True,
     )
     output = wf.parser.get_parsed_content("train#trainer").state.output
     assert "distinct_loss" in output and torch.isfinite(output["loss"])
+    handlers = {type(h).__name__ for h in wf.parser.get_parsed_content("train#handlers")}
+    assert {"ProgressBar", "PrototypeDistinctLossHandler"} <= handlers
 
 
 def test_torchrun_two_processes_gloo(tmp_path, dataset_dir):
