@@ -127,3 +127,23 @@ def test_nan_image_skipped_and_counted_when_asked(tmp_path):
     assert "p3.nii.gz" in records.text
     assert wf.parser.get_parsed_content("train#dataloader").collate_fn.num_dropped >= 1
     assert wf.parser.get_parsed_content("train#trainer").state.iteration == 2
+
+
+def test_inference_and_two_process_training(tmp_path):
+    from tests.bundles._workflow import run_cli
+
+    data = _write_dataset(tmp_path / "data")
+    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), image_size=64)
+    run_bundle("patronus_chest_xray", ["train.json"], **(NO_GRID | common))
+    run_bundle("patronus_chest_xray", ["train.json", "inference.json"], **(FAST | common))
+    assert (tmp_path / "out" / "inference" / "inference_grid.png").is_file()
+
+    result = run_cli(
+        "patronus_chest_xray",
+        ["--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--output_dir", str(tmp_path / "ddp"),
+         "--dataset_dir", str(data), "--image_size", "64", "--max_epochs", "1", "--epoch_length", "1", "--batch_size", "2",
+         "--num_workers", "0", "--grid_interval", "100"],
+        nproc=2,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["checkpoint_epoch=1.pt"]

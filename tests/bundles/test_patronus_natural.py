@@ -39,3 +39,25 @@ def test_each_dataset_config_trains_one_iteration(tmp_path, name):
     assert parser.get_parsed_content("train#trainer").state.iteration == 1
     assert (tmp_path / "out" / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
     assert (tmp_path / "out" / "grids" / "grid_epoch0001.png").is_file()
+
+
+def test_inference_and_two_process_training(tmp_path):
+    from tests.bundles._workflow import run_cli
+
+    data = tmp_path / "data"
+    write_cifar10(data)
+    configs = ["train.json", "cifar10.json"]
+    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data))
+    run_bundle("patronus_natural", configs, **(FAST | common | dict(grid_interval=100)))
+    run_bundle("patronus_natural", [*configs, "inference.json"], **(FAST | common))
+    assert (tmp_path / "out" / "inference" / "inference_grid.png").is_file()
+
+    result = run_cli(
+        "patronus_natural",
+        ["--config_file", "['configs/train.json','configs/cifar10.json','configs/multi_gpu_train.json']",
+         "--output_dir", str(tmp_path / "ddp"), "--dataset_dir", str(data), "--max_epochs", "1", "--epoch_length", "1",
+         "--batch_size", "2", "--num_workers", "0", "--grid_interval", "100"],
+        nproc=2,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["checkpoint_epoch=1.pt"]
