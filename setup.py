@@ -38,6 +38,7 @@ setup(
         "numpy>=1.24",
         "pillow>=9.0",
         "tqdm>=4.60",
+        "matplotlib>=3.7",
         # `python -m monai.bundle` needs fire; MONAI's diffusion U-Net attention needs einops
         "fire>=0.5",
         "einops>=0.7",

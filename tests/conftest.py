@@ -13,3 +13,15 @@ def _seed():
     """Every test starts from the same RNG state."""
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def trained_digits():
+    """A tiny Patronus trained for a short, fixed budget on 16 real digits (about half a minute on 2 cores),
+    shared by the tests that need a trained model: ``(images, network, inferer, losses)``."""
+    from monai_patronus.data import load_digits_images
+    from monai_patronus.demo import train_tiny_patronus
+
+    images, _ = load_digits_images(size=16, num_images=16)
+    net, inferer, losses = train_tiny_patronus(images, steps=300, batch_size=32, lr=1e-3, seed=0)
+    return images, net, inferer, losses

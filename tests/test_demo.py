@@ -6,17 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_patronus.data import load_digits_images
-from monai_patronus.demo import main, train_tiny_patronus
+from monai_patronus.demo import main
 from monai_patronus.utils import psnr
 
 
-@pytest.fixture(scope="module")
-def trained():
-    """A tiny Patronus trained for a short, fixed budget on 16 real digits (about half a minute on 2 cores)."""
-    images, _ = load_digits_images(size=16, num_images=16)
-    net, inferer, losses = train_tiny_patronus(images, steps=300, batch_size=32, lr=1e-3, seed=0)
-    return images, net, inferer, losses
+@pytest.fixture
+def trained(trained_digits):
+    return trained_digits
 
 
 def test_training_reduces_the_denoising_loss(trained):

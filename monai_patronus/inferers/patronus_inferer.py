@@ -107,6 +107,7 @@ class PatronusInferer(DiffusionInferer):
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         verbose: bool = False,
+        depth: int | None = None,
     ) -> Iterator[DenoisingStep]:
         """Generate from ``input_noise`` step by step, yielding ``x_t`` and the predicted clean image each step.
 
@@ -121,11 +122,15 @@ class PatronusInferer(DiffusionInferer):
             eta: DDIM stochasticity (0: deterministic DDIM, 1: DDPM-like). Needs a scheduler whose step takes eta.
             generator: random generator for the noise added when ``eta > 0`` or with DDPM.
             verbose: show a progress bar.
+            depth: ``None`` samples from noise over the whole grid, ending with the step to ``alpha = 1``.
+                An int ``m`` retraces :meth:`invert` with the same ``depth``: from ``t_m`` down to ``t_0``
+                (``m`` steps; ``m = N - 1`` is a full reconstruction).
         """
         self._check_images("input_noise", input_noise)
         s = self._activations(diffusion_model, input_noise, conditioning)
         grid = self._grid(num_inference_steps)
-        return self._denoise(input_noise, diffusion_model, s, grid.flip(0), eta, generator, verbose)
+        timesteps = grid.flip(0) if depth is None else grid[1 : self._check_depth(depth, len(grid)) + 1].flip(0)
+        return self._denoise(input_noise, diffusion_model, s, timesteps, eta, generator, verbose)
 
     def sample(  # type: ignore[override]
         self,
@@ -151,10 +156,13 @@ class PatronusInferer(DiffusionInferer):
         conditioning: torch.Tensor | None = None,
         num_inference_steps: int = 50,
         verbose: bool = False,
+        depth: int | None = None,
     ) -> torch.Tensor:
         """Deterministic DDIM inversion ``x_0 -> x_T`` (reverse DDIM), conditioned on ``s(inputs)`` by default.
 
-        Returns ``x`` at the top of the grid ``t_{N-1} = (N - 1) * (T // N)``.
+        Returns ``x`` at the top of the grid ``t_{N-1} = (N - 1) * (T // N)``, or at ``t_depth`` when
+        ``depth`` (1 .. N-1) is given: a partial inversion, so that an edit only re-generates the later,
+        finer steps (see the emergence analysis in ``monai_patronus.interpret``).
         """
         self._check_images("inputs", inputs)
         if not hasattr(self.scheduler, "reversed_step"):
@@ -169,8 +177,9 @@ class PatronusInferer(DiffusionInferer):
             )
         s = self._activations(diffusion_model, inputs, inputs if conditioning is None else conditioning)
         grid = self._grid(num_inference_steps)
+        depth = len(grid) - 1 if depth is None else self._check_depth(depth, len(grid))
         x = inputs.float()
-        for t in self._progress(grid[:-1], verbose, "inverting"):
+        for t in self._progress(grid[:depth], verbose, "inverting"):
             eps = self._predict(diffusion_model, x, int(t), s)
             x, _ = self.scheduler.reversed_step(eps, int(t), x)
         return x
@@ -183,18 +192,22 @@ class PatronusInferer(DiffusionInferer):
         conditioning: torch.Tensor,
         num_inference_steps: int = 50,
         verbose: bool = False,
+        depth: int | None = None,
     ) -> torch.Tensor:
-        """Deterministic DDIM from inverted ``latents`` back to ``t_0``, retracing :meth:`invert`'s grid.
+        """Deterministic DDIM from inverted ``latents`` back to ``t_0``, retracing :meth:`invert`'s grid
+        (with the same ``depth`` when the inversion was partial).
 
         Give the inverted image's ``s`` (or the image) to reconstruct it, or an edited vector to edit it.
         """
         self._check_images("latents", latents)
-        s = self._activations(diffusion_model, latents, conditioning)
-        grid = self._grid(num_inference_steps)
-        x = latents.float()
-        for step in self._denoise(x, diffusion_model, s, grid[1:].flip(0), 0.0, None, verbose):
+        full_depth = len(self._grid(num_inference_steps)) - 1
+        x = latents
+        for step in self.trajectory(
+            latents, diffusion_model, conditioning, num_inference_steps, verbose=verbose,
+            depth=full_depth if depth is None else depth,
+        ):
             x = step.prev_sample
-        return x
+        return x.float()
 
     # ------------------------------------------------------------------ helpers
     def _denoise(self, x, diffusion_model, s, timesteps, eta, generator, verbose) -> Iterator[DenoisingStep]:
@@ -222,6 +235,15 @@ class PatronusInferer(DiffusionInferer):
             prev, pred_original = self.scheduler.step(eps, int(t), x, **kwargs)
             yield DenoisingStep(int(t), x, pred_original, prev)
             x = prev
+
+    @staticmethod
+    def _check_depth(depth: int, grid_size: int) -> int:
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= grid_size - 1:
+            raise ValueError(
+                f"PatronusInferer: depth must be an int in [1, {grid_size - 1}] (steps of the {grid_size}-step grid), "
+                f"got {depth!r}."
+            )
+        return depth
 
     def _grid(self, num_inference_steps: int | None) -> torch.Tensor:
         """Ascending timestep grid shared by sampling, inversion and reconstruction (sets the scheduler up)."""

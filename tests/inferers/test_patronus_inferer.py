@@ -219,3 +219,21 @@ def test_trajectory_checks_arguments_eagerly_and_survives_interleaved_calls():
     for a, b in zip([first.prev_sample, *rest], reference):
         torch.testing.assert_close(a, b)
     assert first.prev_sample.requires_grad is False
+
+
+def test_partial_inversion_retraces_the_same_steps():
+    rec, inf = _Recorder(_net()), PatronusInferer(_ddim())
+    x = torch.randn(2, 1, 16, 16)
+    latents = inf.invert(x, rec, num_inference_steps=10, depth=4)
+    assert rec.calls == [0, 100, 200, 300]
+    rec.calls.clear()
+    out = inf.reconstruct(latents, rec, x, num_inference_steps=10, depth=4)
+    assert rec.calls == [400, 300, 200, 100]
+    steps = list(inf.trajectory(latents, rec, x, num_inference_steps=10, depth=4))
+    torch.testing.assert_close(steps[-1].prev_sample, out)
+    # a shallow round trip changes the image less than a full one
+    full = inf.reconstruct(inf.invert(x, rec, num_inference_steps=10), rec, x, num_inference_steps=10)
+    assert float((out - x).abs().mean()) <= float((full - x).abs().mean()) + 1e-6
+    for bad in (0, 10, 2.5):
+        with pytest.raises(ValueError, match=f"depth must be an int in \\[1, 9\\].*got {bad}"):
+            inf.invert(x, rec, num_inference_steps=10, depth=bad)

@@ -1,0 +1,223 @@
+"""A quantitative faithfulness measure for prototype boxes (``METHOD.md`` section 8: what the paper lacks).
+
+The explanation "prototype ``k`` is at box ``B``" is faithful when the evidence for ``s_k`` really lies in
+``B``. :func:`masking_faithfulness` tests this by deletion: replace the box of ``k``'s argmin cell by a
+Gaussian-blurred copy of the image there and measure the drop of ``s_k``; compare it with the mean drop
+for random boxes of the same size placed fully inside the image. A faithful box gives a much larger drop
+than a random one (ratio well above 1); a ratio near 1 means the box is no better than chance.
+
+Blurring (rather than zeros or noise) keeps the local mean intensity, so the drop is not caused by an
+out-of-distribution hole. The blur uses replicate padding, so a constant image stays constant.
+
+This module returns tensors in a dataclass; plotting is left to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from monai.networks.layers import gaussian_1d, separable_filtering
+
+from monai_patronus.interpret.heatmaps import check_encoder, check_images, check_prototypes
+from monai_patronus.networks.prototype_encoder import PrototypeEncoder
+
+__all__ = ["FaithfulnessResult", "masking_faithfulness", "blur_images", "replace_boxes"]
+
+
+@dataclass(frozen=True, eq=False)
+class FaithfulnessResult:
+    """Deletion-test results per image and prototype.
+
+    Attributes:
+        prototypes: the prototype indices of the ``P`` columns.
+        activation: ``(N, P)`` original activations ``s_k``.
+        drop_boxed: ``(N, P)`` ``s_k`` minus ``s_k`` after blurring the box of ``k``'s argmin cell.
+        drop_random: ``(N, P)`` mean drop over the random boxes of the same size.
+        boxes: ``(N, P, spatial_dims, 2)`` the argmin boxes ``[start, stop)`` (clipped to the image).
+    """
+
+    prototypes: tuple[int, ...]
+    activation: torch.Tensor
+    drop_boxed: torch.Tensor
+    drop_random: torch.Tensor
+    boxes: torch.Tensor
+
+    @property
+    def ratio(self) -> float:
+        """``mean(drop_boxed) / mean(drop_random)`` over all images and prototypes (> 1: boxes beat chance).
+
+        ``inf`` when the random drops average to 0 but the boxed ones do not; ``nan`` when both are 0.
+        """
+        boxed, rand = self.drop_boxed.double().mean(), self.drop_random.double().mean()
+        return float(boxed / rand)
+
+    @property
+    def per_prototype_ratio(self) -> torch.Tensor:
+        """``(P,)`` float64 ratio of the mean drops over images, one per prototype (same conventions as ``ratio``)."""
+        return self.drop_boxed.double().mean(dim=0) / self.drop_random.double().mean(dim=0)
+
+
+def masking_faithfulness(
+    encoder: PrototypeEncoder,
+    images: torch.Tensor,
+    prototypes: Sequence[int] | torch.Tensor | None = None,
+    num_random: int = 8,
+    blur_sigma: float | Sequence[float] | None = None,
+    generator: torch.Generator | None = None,
+) -> FaithfulnessResult:
+    """Deletion test of the prototype boxes: boxed masking against random masking of the same size.
+
+    For every image and prototype ``k``: take the box of ``k``'s argmin cell (``encoder.boxes``), replace the
+    image inside it (only there) by a blurred copy of the image and re-encode; then do the same for
+    ``num_random`` boxes of the same (clipped) size whose positions are uniform over all placements fully
+    inside the image (they may overlap the argmin box). Batched over images, one pass per prototype and
+    random draw, without gradients.
+
+    Args:
+        encoder: the prototype encoder (``PatronusUNet.prototype_encoder`` for a trained Patronus model).
+        images: ``(N, C, *spatial)`` images in the encoder's input range, on the encoder's device.
+        prototypes: prototype indices to test (default: all ``K``).
+        num_random: random boxes per image and prototype.
+        blur_sigma: Gaussian standard deviation in pixels, one value or one per spatial axis
+            (default: receptive-field size / 4 per axis).
+        generator: random generator for the random box positions (a CPU generator, or one on the images'
+            device), for reproducible results.
+
+    Returns:
+        a :class:`FaithfulnessResult` with ``(N, P)`` ``activation``, ``drop_boxed`` and ``drop_random``.
+
+    Raises:
+        TypeError: for an argument of the wrong type.
+        ValueError: for wrongly shaped ``images``, bad prototype indices, ``num_random < 1`` or ``blur_sigma <= 0``.
+    """
+    check_encoder("masking_faithfulness", encoder)
+    check_images("masking_faithfulness", encoder, images)
+    index = check_prototypes("masking_faithfulness", encoder, prototypes)
+    if isinstance(num_random, bool) or not isinstance(num_random, int):
+        raise TypeError(f"masking_faithfulness: num_random must be an int >= 1, got {num_random!r}.")
+    if num_random < 1:
+        raise ValueError(f"masking_faithfulness: num_random must be >= 1 (random boxes per image), got {num_random}.")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"masking_faithfulness: generator must be a torch.Generator or None, got {type(generator).__name__}."
+        )
+    d = encoder.spatial_dims
+    sigma = (
+        [s / 4.0 for s in encoder.receptive_field.size]
+        if blur_sigma is None
+        else _check_sigma("masking_faithfulness", blur_sigma, d)
+    )
+
+    images = images.as_subclass(torch.Tensor)
+    spatial = tuple(images.shape[2:])
+    n = images.shape[0]
+    with torch.no_grad():
+        out = encoder(images, return_maps=True)
+        activation = out.activations.index_select(1, index.to(images.device))
+        boxes = encoder.boxes(out.locations.index_select(1, index.to(images.device)), spatial)  # (N, P, D, 2)
+        blurred = blur_images(images, sigma)
+        sizes = boxes[..., 1] - boxes[..., 0]  # (N, P, D)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        drop_boxed = torch.empty_like(activation)
+        drop_random = torch.zeros_like(activation)
+        for p, k in enumerate(index.tolist()):
+            masked = replace_boxes(images, blurred, boxes[:, p])
+            drop_boxed[:, p] = activation[:, p] - encoder(masked)[:, k]
+            room = torch.tensor(spatial, device=sizes.device) - sizes[:, p] + 1  # placements per axis, (N, D)
+            for _ in range(num_random):
+                u = torch.rand(n, d, generator=generator, device=gen_device).to(sizes.device, torch.float64)
+                start = torch.minimum((u * room).floor().long(), room - 1)
+                rand_boxes = torch.stack([start, start + sizes[:, p]], dim=-1)
+                masked = replace_boxes(images, blurred, rand_boxes)
+                drop_random[:, p] += activation[:, p] - encoder(masked)[:, k]
+        drop_random /= num_random
+    return FaithfulnessResult(tuple(index.tolist()), activation, drop_boxed, drop_random, boxes)
+
+
+def blur_images(images: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tensor:
+    """Gaussian blur of every channel, N-D, with replicate padding (a constant image stays constant).
+
+    Args:
+        images: ``(N, C, *spatial)`` floating-point images.
+        sigma: standard deviation in pixels, one value or one per spatial axis (``> 0``).
+
+    Returns:
+        the blurred ``(N, C, *spatial)`` images (MONAI ``gaussian_1d`` kernels, ``truncated=4``, normalised to sum 1).
+
+    Raises:
+        TypeError / ValueError: for a non-tensor or badly shaped ``images`` or a bad ``sigma``.
+    """
+    if not isinstance(images, torch.Tensor) or not images.dtype.is_floating_point:
+        raise TypeError(f"blur_images: images must be a floating-point torch.Tensor, got {type(images).__name__}.")
+    if images.ndim < 3:
+        raise ValueError(f"blur_images: images must have shape (N, C, *spatial), got {tuple(images.shape)}.")
+    sigmas = _check_sigma("blur_images", sigma, images.ndim - 2, name="sigma")
+    kernels = []
+    for s in sigmas:
+        k = gaussian_1d(torch.tensor(float(s), dtype=torch.float64), truncated=4.0, approx="erf")
+        kernels.append((k / k.sum()).to(images))
+    return separable_filtering(images.as_subclass(torch.Tensor), kernels, mode="replicate")
+
+
+def replace_boxes(images: torch.Tensor, replacement: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Copy of ``images`` with, per image, the voxels inside its box taken from ``replacement``.
+
+    Args:
+        images: ``(N, C, *spatial)`` images.
+        replacement: ``(N, C, *spatial)`` values to put inside the boxes (e.g. :func:`blur_images` output).
+        boxes: integer ``(N, spatial_dims, 2)`` ``[start, stop)`` per axis, one box per image.
+
+    Returns:
+        ``(N, C, *spatial)``: ``replacement`` inside each box, ``images`` everywhere else.
+
+    Raises:
+        TypeError / ValueError: for non-tensors, mismatched shapes or non-integer boxes.
+    """
+    if not isinstance(images, torch.Tensor) or not isinstance(replacement, torch.Tensor):
+        raise TypeError(
+            f"replace_boxes: images and replacement must be torch.Tensors, got {type(images).__name__} and "
+            f"{type(replacement).__name__}."
+        )
+    if images.ndim < 3 or replacement.shape != images.shape:
+        raise ValueError(
+            f"replace_boxes: images (N, C, *spatial) and replacement must have the same shape, got "
+            f"{tuple(images.shape)} and {tuple(replacement.shape)}."
+        )
+    if not isinstance(boxes, torch.Tensor) or boxes.dtype.is_floating_point or boxes.dtype == torch.bool:
+        raise TypeError(
+            f"replace_boxes: boxes must be an integer torch.Tensor, got {type(boxes).__name__} {getattr(boxes, 'dtype', '')}."
+        )
+    d = images.ndim - 2
+    if tuple(boxes.shape) != (images.shape[0], d, 2):
+        raise ValueError(
+            f"replace_boxes: boxes must have shape (N, spatial_dims, 2) = {(images.shape[0], d, 2)}, got "
+            f"{tuple(boxes.shape)}."
+        )
+    boxes = boxes.to(images.device)
+    mask = torch.ones(images.shape[0], *([1] * (d + 1)), dtype=torch.bool, device=images.device)
+    for a, size in enumerate(images.shape[2:]):
+        pos = torch.arange(size, device=images.device)
+        inside = (pos >= boxes[:, a, :1]) & (pos < boxes[:, a, 1:])  # (N, size)
+        shape = [images.shape[0]] + [1] * (d + 1)
+        shape[a + 2] = size
+        mask = mask & inside.view(shape)
+    return torch.where(mask, replacement, images)
+
+
+def _check_sigma(
+    caller: str, sigma: float | Sequence[float], spatial_dims: int, name: str = "blur_sigma"
+) -> list[float]:
+    values = [sigma] * spatial_dims if isinstance(sigma, (int, float)) and not isinstance(sigma, bool) else sigma
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{caller}: {name} must be a float or one float per spatial axis, got {sigma!r}.")
+    if len(values) != spatial_dims:
+        raise ValueError(f"{caller}: {name} must have {spatial_dims} values (one per spatial axis), got {sigma!r}.")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{caller}: {name} must hold floats, got {v!r} in {sigma!r}.")
+        if not 0 < v < math.inf:
+            raise ValueError(f"{caller}: {name} must be finite and > 0 pixels, got {v!r} in {sigma!r}.")
+    return [float(v) for v in values]

@@ -1,0 +1,288 @@
+"""ProtoPNet-style provenance: the real image patches closest to each prototype (``METHOD.md`` section 5).
+
+:func:`find_nearest_patches` makes one streaming pass over a dataset and keeps, per prototype, the ``k``
+feature cells with the smallest squared distance ``d_k(u)``, with their source image and exact input box.
+Memory is ``O(K * k)`` plus one batch: each batch's candidates are merged into the running top-``k`` with
+:func:`torch.topk`, and no distance map outlives its batch.
+
+Ties are broken deterministically, in the order (distance, image index, cell in row-major order), so the
+result does not depend on how the data is split into batches.
+
+This module only returns data (:class:`PatchMatch` records and, from :func:`crop_patch`, tensors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from monai_patronus.interpret.heatmaps import check_encoder, check_prototypes
+from monai_patronus.networks.prototype_encoder import PrototypeEncoder
+
+__all__ = ["PatchMatch", "find_nearest_patches", "crop_patch"]
+
+
+@dataclass(frozen=True)
+class PatchMatch:
+    """One image patch close to a prototype.
+
+    Attributes:
+        prototype: prototype index ``k``.
+        rank: 0 for the nearest patch, 1 for the next, ...
+        distance: squared L2 distance ``d_k(u)`` of the patch's feature cell to the prototype.
+        image_id: the image's id from the batch (``id_key``), or its running index as a string.
+        image_index: running index of the image over the whole pass (0-based, in data order).
+        cell: feature-grid index ``u`` of the patch, one int per spatial axis.
+        box: input-space ``[start, stop)`` per spatial axis (clipped to the image), as ``encoder.boxes`` gives;
+            ``crop_patch(image, box)`` cuts it out.
+    """
+
+    prototype: int
+    rank: int
+    distance: float
+    image_id: str
+    image_index: int
+    cell: tuple[int, ...]
+    box: tuple[tuple[int, int], ...]
+
+
+def find_nearest_patches(
+    encoder: PrototypeEncoder,
+    data: Iterable[Mapping[str, object] | torch.Tensor],
+    k: int = 5,
+    image_key: str = "image",
+    id_key: str | None = "id",
+    prototypes: Sequence[int] | torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+    unique_images: bool = True,
+) -> dict[int, list[PatchMatch]]:
+    """The ``k`` patches of ``data`` nearest to each prototype, in one streaming pass without gradients.
+
+    Args:
+        encoder: the prototype encoder (``PatronusUNet.prototype_encoder`` for a trained Patronus model).
+        data: an iterable of batches (e.g. a ``DataLoader``): dicts holding ``image_key`` ``(B, C, *spatial)``
+            and optionally ``id_key`` (a list of ``B`` ids, a 1-D tensor, or a single id when ``B == 1``),
+            or plain ``(B, C, *spatial)`` tensors. Spatial shapes may differ between batches.
+        k: number of patches to keep per prototype.
+        image_key: key of the images in a dict batch.
+        id_key: key of the ids in a dict batch; when it is ``None`` or missing, ids are running indices.
+        prototypes: prototype indices to search for (default: all ``K``).
+        device: device to encode on; the encoder must already be there (default: the encoder's device).
+        unique_images: keep at most one patch per image and prototype (the image's closest cell ``u*_k``,
+            as in ProtoPNet's push); when ``False`` several cells of one image may be returned.
+
+    Returns:
+        ``{prototype: [PatchMatch, ...]}`` for each requested prototype, sorted by ascending distance
+        (``rank`` 0 first). A list is shorter than ``k`` only when the data holds fewer candidates.
+
+    Raises:
+        TypeError: for an argument or a batch of the wrong type.
+        ValueError: for a bad ``k``, prototype index or batch shape, a batch whose ids do not match its
+            images, non-finite images, or data that yields no images.
+    """
+    check_encoder("find_nearest_patches", encoder)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"find_nearest_patches: k must be an int >= 1, got {k!r}.")
+    if k < 1:
+        raise ValueError(f"find_nearest_patches: k must be >= 1 (patches per prototype), got {k}.")
+    if not isinstance(image_key, str):
+        raise TypeError(f"find_nearest_patches: image_key must be a str, got {image_key!r}.")
+    if id_key is not None and not isinstance(id_key, str):
+        raise TypeError(f"find_nearest_patches: id_key must be a str or None (running indices), got {id_key!r}.")
+    if not isinstance(unique_images, bool):
+        raise TypeError(f"find_nearest_patches: unique_images must be a bool, got {unique_images!r}.")
+    if device is not None and not isinstance(device, (str, torch.device)):
+        raise TypeError(f"find_nearest_patches: device must be a str, torch.device or None, got {device!r}.")
+    if isinstance(data, (torch.Tensor, Mapping, str, bytes)) or not isinstance(data, Iterable):
+        raise TypeError(
+            "find_nearest_patches: data must be an iterable of batches (e.g. a DataLoader or a list of dicts/tensors), "
+            f"got {type(data).__name__}; wrap a single batch in a list: [batch]."
+        )
+    index = check_prototypes("find_nearest_patches", encoder, prototypes)
+    try:
+        device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    except RuntimeError as err:
+        raise ValueError(f"find_nearest_patches: device {device!r} is not a valid torch device.") from err
+    num_p, d = len(index), encoder.spatial_dims
+
+    # running top-k per prototype; row p holds the best candidates so far, sorted by (distance, image, cell)
+    best_dist = torch.empty(num_p, 0, dtype=torch.float64)
+    best_image = torch.empty(num_p, 0, dtype=torch.long)
+    best_cell = torch.empty(num_p, 0, d, dtype=torch.long)
+    best_box = torch.empty(num_p, 0, d, 2, dtype=torch.long)
+    ids: dict[int, str] = {}  # ids of the images that are (or were) in the running top-k
+    seen = 0
+    with torch.no_grad():
+        for b, batch in enumerate(data):
+            images, batch_ids = _unpack_batch(b, batch, image_key, id_key, encoder)
+            images = images.to(device)
+            if not torch.isfinite(images).all():
+                raise ValueError(f"find_nearest_patches: batch {b} holds NaN or infinite image values; clean the data.")
+            n = images.shape[0]
+            maps = encoder(images, return_maps=True).distance_maps.index_select(1, index.to(device))
+            feat_shape = maps.shape[2:]
+            flat = maps.flatten(2).transpose(0, 1).to(torch.float64)  # (P, B, L)
+            if unique_images:
+                cand_dist, cand_flat = flat.min(dim=2)  # first minimum: same cell as the encoder's locations
+                cand_image = torch.arange(n, device=device).expand(num_p, n)
+            else:
+                cand_dist = flat.reshape(num_p, -1)  # (P, B * L), in (image, cell) order
+                keep = _smallest_k(cand_dist, k)
+                cand_dist = cand_dist.gather(1, keep)
+                cand_image, cand_flat = keep // flat.shape[2], keep % flat.shape[2]
+            cand_cell = torch.stack(torch.unravel_index(cand_flat, feat_shape), dim=-1)  # (P, m, D)
+            cand_box = encoder.boxes(cand_cell, tuple(images.shape[2:]))
+            # merge: running entries come first and have smaller image indices, so a stable selection by
+            # distance keeps the (distance, image, cell) order
+            all_dist = torch.cat([best_dist, cand_dist.cpu()], dim=1)
+            all_image = torch.cat([best_image, cand_image.cpu() + seen], dim=1)
+            all_cell = torch.cat([best_cell, cand_cell.cpu()], dim=1)
+            all_box = torch.cat([best_box, cand_box.cpu()], dim=1)
+            keep = _smallest_k(all_dist, k)
+            best_dist, best_image = all_dist.gather(1, keep), all_image.gather(1, keep)
+            best_cell = all_cell.gather(1, keep[..., None].expand(-1, -1, d))
+            best_box = all_box.gather(1, keep[..., None, None].expand(-1, -1, d, 2))
+            kept = set(best_image.flatten().tolist())
+            ids = {i: v for i, v in ids.items() if i in kept}
+            for j in range(n):
+                if seen + j in kept:
+                    ids[seen + j] = batch_ids[j] if batch_ids is not None else str(seen + j)
+            seen += n
+    if seen == 0:
+        raise ValueError("find_nearest_patches: data yielded no images; pass a non-empty dataset or loader.")
+
+    result: dict[int, list[PatchMatch]] = {}
+    for p, proto in enumerate(index.tolist()):
+        result[proto] = [
+            PatchMatch(
+                prototype=proto,
+                rank=r,
+                distance=float(best_dist[p, r]),
+                image_id=ids[int(best_image[p, r])],
+                image_index=int(best_image[p, r]),
+                cell=tuple(int(c) for c in best_cell[p, r]),
+                box=tuple((int(a), int(z)) for a, z in best_box[p, r]),
+            )
+            for r in range(best_dist.shape[1])
+        ]
+    return result
+
+
+def crop_patch(image: torch.Tensor, box: Sequence[Sequence[int]] | torch.Tensor) -> torch.Tensor:
+    """Cut the ``[start, stop)`` box out of one image.
+
+    Args:
+        image: ``(C, *spatial)`` image (one item of a batch, not the batch).
+        box: one ``(start, stop)`` pair per spatial axis, e.g. :attr:`PatchMatch.box` or one entry of
+            ``encoder.boxes(...)`` (a ``(spatial_dims, 2)`` integer tensor).
+
+    Returns:
+        the patch ``(C, *box_size)``, a view of ``image``.
+
+    Raises:
+        TypeError: when ``image`` is not a tensor or ``box`` does not hold ints.
+        ValueError: when ``box`` has the wrong number of axes or lies (partly) outside the image.
+    """
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"crop_patch: image must be a torch.Tensor (C, *spatial), got {type(image).__name__}.")
+    if image.ndim < 2:
+        raise ValueError(f"crop_patch: image must have shape (C, *spatial), got {tuple(image.shape)}.")
+    if isinstance(box, torch.Tensor):
+        if box.dtype.is_floating_point or box.dtype.is_complex or box.dtype == torch.bool:
+            raise TypeError(f"crop_patch: box must hold integer indices, got a {box.dtype} tensor.")
+        box = box.tolist()
+    if isinstance(box, (str, bytes)) or not isinstance(box, Sequence):
+        raise TypeError(f"crop_patch: box must be a sequence of (start, stop) pairs, got {box!r}.")
+    spatial = tuple(image.shape[1:])
+    if len(box) != len(spatial):
+        raise ValueError(
+            f"crop_patch: box has {len(box)} axes ({list(box)!r}) but image {tuple(image.shape)} has {len(spatial)} "
+            "spatial axes; pass one image (C, *spatial), not a batch, and one (start, stop) pair per axis."
+        )
+    slices = []
+    for pair, size in zip(box, spatial):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(f"crop_patch: each box entry must be a (start, stop) pair, got {pair!r} in {list(box)!r}.")
+        if any(isinstance(v, bool) or not hasattr(v, "__index__") for v in pair):
+            raise TypeError(f"crop_patch: box must hold ints, got {pair!r} in {list(box)!r}.")
+        start, stop = int(pair[0]), int(pair[1])
+        if not 0 <= start < stop <= size:
+            raise ValueError(
+                f"crop_patch: box {list(box)!r} must satisfy 0 <= start < stop <= size on every axis of the image "
+                f"spatial shape {spatial}; got ({start}, {stop}) on an axis of size {size}."
+            )
+        slices.append(slice(start, stop))
+    return image[(slice(None), *slices)]
+
+
+def _unpack_batch(
+    b: int, batch: object, image_key: str, id_key: str | None, encoder: PrototypeEncoder
+) -> tuple[torch.Tensor, list[str] | None]:
+    """Images ``(B, C, *spatial)`` and ``B`` string ids (``None``: use running indices) of batch ``b``."""
+    if isinstance(batch, torch.Tensor):
+        images, raw_ids = batch, None
+    elif isinstance(batch, Mapping):
+        if image_key not in batch:
+            raise ValueError(
+                f"find_nearest_patches: batch {b} has no image_key {image_key!r}; its keys are {sorted(map(str, batch))}. "
+                "Set image_key to the key holding the images."
+            )
+        images = batch[image_key]
+        raw_ids = batch.get(id_key) if id_key is not None else None
+    else:
+        raise TypeError(
+            f"find_nearest_patches: batch {b} must be a dict with {image_key!r} or a tensor (B, C, *spatial), "
+            f"got {type(batch).__name__}."
+        )
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"find_nearest_patches: batch {b} images must be a torch.Tensor, got {type(images).__name__}.")
+    images = images.as_subclass(torch.Tensor)  # drop MetaTensor bookkeeping
+    if not images.dtype.is_floating_point:
+        raise TypeError(f"find_nearest_patches: batch {b} images must be floating point, got dtype {images.dtype}.")
+    if images.ndim != encoder.spatial_dims + 2 or images.shape[1] != encoder.in_channels:
+        raise ValueError(
+            f"find_nearest_patches: batch {b} images must have shape (B, {encoder.in_channels}, "
+            f"*{encoder.spatial_dims} spatial dims), got {tuple(images.shape)}."
+        )
+    encoder.receptive_field.output_shape(tuple(images.shape[2:]))
+    n = images.shape[0]
+    if raw_ids is None:
+        return images, None
+    if isinstance(raw_ids, (str, bytes, int)) and not isinstance(raw_ids, bool):
+        raw_ids = [raw_ids]
+    elif isinstance(raw_ids, torch.Tensor):
+        raw_ids = raw_ids.reshape(-1).tolist() if raw_ids.ndim <= 1 else None
+    elif not isinstance(raw_ids, Sequence):
+        raw_ids = None
+    if raw_ids is None or len(raw_ids) != n:
+        raise ValueError(
+            f"find_nearest_patches: batch {b} {id_key!r} must give one id per image ({n}), got {batch[id_key]!r}; "
+            "fix the ids or pass id_key=None to use running indices."
+        )
+    return images, [_id_str(v) for v in raw_ids]
+
+
+def _id_str(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def _smallest_k(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``(R, min(k, L))`` of the ``k`` smallest entries of each row of ``values`` ``(R, L)``, sorted by
+    (value, position): ties go to the earlier position, so the choice is deterministic. Uses one ``topk``
+    per row for the threshold and a linear pass for the ties, not a full sort."""
+    m = min(k, values.shape[1])
+    if m == 0:
+        return torch.empty(values.shape[0], 0, dtype=torch.long, device=values.device)
+    kth = values.topk(m, dim=1, largest=False, sorted=True).values[:, -1:]  # (R, 1) m-th smallest value
+    below = values < kth
+    at = values == kth
+    room = m - below.sum(dim=1, keepdim=True)  # how many tied entries still fit
+    chosen = below | (at & (at.cumsum(dim=1) <= room))  # exactly m per row, the earliest ties
+    pos = torch.arange(values.shape[1], device=values.device).expand_as(values)
+    picked = pos[chosen].view(values.shape[0], m)  # row-major: ascending positions per row
+    order = values.gather(1, picked).argsort(dim=1, stable=True)
+    return picked.gather(1, order)
