@@ -20,10 +20,13 @@ from .emergence import EmergenceResult, emergence_times, prototype_emergence
 from .faithfulness import FaithfulnessResult, blur_images, masking_faithfulness, replace_boxes
 from .figures import plot_emergence_curves, plot_heatmap, plot_prototype_gallery, plot_prototype_panel, plot_strip
 from .heatmaps import similarity_heatmaps
+from .prior import ActivationPrior, ActivationPriorUNet, encode_dataset, fit_activation_prior
 from .prototypes import PrototypeVisualisation, visualize_prototypes
 from .provenance import PatchMatch, crop_patch, find_nearest_patches
 
 __all__ = [
+    "ActivationPrior",
+    "ActivationPriorUNet",
     "EditResult",
     "EmergenceResult",
     "FaithfulnessResult",
@@ -33,9 +36,11 @@ __all__ = [
     "crop_patch",
     "edit_activations",
     "edit_images",
+    "encode_dataset",
     "emergence_times",
     "extrapolate",
     "find_nearest_patches",
+    "fit_activation_prior",
     "interpolate",
     "masking_faithfulness",
     "plausible_maximum",
