@@ -7,6 +7,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import data, engines, handlers, inferers, losses, networks  # noqa: E402  (MONAI-style: one import gives all)
+from . import data, engines, handlers, inferers, interpret, losses, networks  # noqa: E402  (MONAI-style: one import gives all)
 
-__all__ = ["data", "engines", "handlers", "inferers", "losses", "networks", "__version__"]
+__all__ = ["data", "engines", "handlers", "inferers", "interpret", "losses", "networks", "__version__"]

@@ -23,6 +23,7 @@ from .heatmaps import similarity_heatmaps
 from .prior import ActivationPrior, ActivationPriorUNet, encode_dataset, fit_activation_prior
 from .prototypes import PrototypeVisualisation, visualize_prototypes
 from .provenance import PatchMatch, crop_patch, find_nearest_patches
+from .workflows import edit_report, emergence_report, explain, load_prior, sample_report, train_prior
 
 __all__ = [
     "ActivationPrior",
@@ -36,12 +37,16 @@ __all__ = [
     "crop_patch",
     "edit_activations",
     "edit_images",
+    "edit_report",
+    "emergence_report",
     "encode_dataset",
     "emergence_times",
+    "explain",
     "extrapolate",
     "find_nearest_patches",
     "fit_activation_prior",
     "interpolate",
+    "load_prior",
     "masking_faithfulness",
     "plausible_maximum",
     "plot_emergence_curves",
@@ -51,8 +56,10 @@ __all__ = [
     "plot_strip",
     "prototype_emergence",
     "replace_boxes",
+    "sample_report",
     "similarity_heatmaps",
     "slerp",
+    "train_prior",
     "variations",
     "visualize_prototypes",
 ]

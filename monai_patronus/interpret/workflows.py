@@ -1,0 +1,189 @@
+"""End-to-end explanation workflows that bundle configs call (``explain``, ``emergence``, ``edit``,
+``sample``, ``train_prior``). Each runs the search/edit functions of this package, then draws with
+:mod:`monai_patronus.interpret.figures`, and writes PNG figures plus a JSON summary to ``output_dir``.
+
+Figures and summaries carry only prototype indices, numbers and the dataset's own sample ids (never
+image metadata such as DICOM headers).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from monai_patronus.inferers import PatronusInferer
+from monai_patronus.interpret.editing import extrapolate, interpolate
+from monai_patronus.interpret.emergence import prototype_emergence
+from monai_patronus.interpret.figures import plot_emergence_curves, plot_prototype_gallery, plot_strip
+from monai_patronus.interpret.prior import ActivationPrior, encode_dataset, fit_activation_prior
+from monai_patronus.interpret.prototypes import visualize_prototypes
+from monai_patronus.interpret.provenance import crop_patch, find_nearest_patches
+
+__all__ = ["edit_report", "emergence_report", "explain", "load_prior", "sample_report", "train_prior"]
+
+
+def _out(output_dir: str | Path) -> Path:
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+@torch.no_grad()
+def explain(
+    network: nn.Module,
+    inferer: PatronusInferer,
+    images: torch.Tensor,
+    output_dir: str | Path,
+    prototypes: Sequence[int] | None = None,
+    num_inference_steps: int = 50,
+    provenance_data: Iterable | None = None,
+    top_k: int = 3,
+) -> Path:
+    """The prototype gallery: for each prototype, original | regenerated with box | patch, plus (with
+    ``provenance_data``, an iterable of ``{"image", "id"}`` batches) its ``top_k`` nearest real patches.
+    Writes ``gallery.png`` and ``explain.json``; returns the gallery path."""
+    out = _out(output_dir)
+    results = visualize_prototypes(inferer, network, images, prototypes, num_inference_steps=num_inference_steps)
+    chosen = [r.prototype for r in results]
+    nearest = {}
+    sources = {}
+    if provenance_data is not None:
+        batches = list(provenance_data)
+        nearest = find_nearest_patches(network.prototype_encoder, batches, k=top_k, prototypes=chosen)
+        flat = torch.cat([b["image"] if isinstance(b, dict) else b for b in batches])
+        sources = {m.image_index: flat[m.image_index] for ms in nearest.values() for m in ms}
+    panels, summary = [], []
+    for r in results:
+        matches = nearest.get(r.prototype, [])
+        panels.append(
+            {
+                "original": r.original,
+                "regenerated": r.regenerated,
+                "box": r.box,
+                "top_patches": [(crop_patch(sources[m.image_index], m.box), f"d={m.distance:.3g}") for m in matches] or None,
+                "title": f"prototype {r.prototype}: s {r.activation_before:.3g} -> {r.activation_after:.3g}",
+            }
+        )
+        summary.append(
+            {
+                "prototype": r.prototype,
+                "image_index": r.image_index,
+                "box": [list(b) for b in r.box],
+                "activation_before": r.activation_before,
+                "activation_after": r.activation_after,
+                "target": r.target,
+                "nearest_real_patches": [
+                    {"image_id": m.image_id, "box": [list(b) for b in m.box], "distance": m.distance} for m in matches
+                ],
+            }
+        )
+    _write_json(out / "explain.json", {"num_inference_steps": num_inference_steps, "prototypes": summary})
+    return plot_prototype_gallery(panels, path=out / "gallery.png", columns=min(4, len(panels)))
+
+
+@torch.no_grad()
+def emergence_report(
+    network: nn.Module,
+    inferer: PatronusInferer,
+    images: torch.Tensor,
+    output_dir: str | Path,
+    num_inference_steps: int = 50,
+    seed: int = 0,
+    num_curves: int = 5,
+) -> Path:
+    """Generate from fresh noise with the activations of ``images`` and record when each prototype emerges.
+    Writes ``emergence.png`` (the earliest, median and latest prototypes' curves) and ``emergence.json``."""
+    out = _out(output_dir)
+    s = network.encode(images)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)).to(images)
+    result = prototype_emergence(inferer, network, noise, s, num_inference_steps)
+    mean_t = result.emergence_timestep.float().mean(0)
+    order = mean_t.argsort(descending=True).tolist()  # earliest in generation first
+    picks = sorted({order[round(i * (len(order) - 1) / max(1, num_curves - 1))] for i in range(num_curves)})
+    _write_json(
+        out / "emergence.json",
+        {
+            "timesteps": result.timesteps.tolist(),
+            "emergence_timestep_mean": {str(k): float(mean_t[k]) for k in range(len(mean_t))},
+            "mean_activation_curves": {str(k): result.activations[:, :, k].mean(1).tolist() for k in range(len(mean_t))},
+        },
+    )
+    return plot_emergence_curves(
+        result.timesteps, result.activations[:, :, picks], [f"prototype {k}" for k in picks], mean_t[picks],
+        path=out / "emergence.png",
+    )
+
+
+@torch.no_grad()
+def edit_report(
+    network: nn.Module,
+    inferer: PatronusInferer,
+    images: torch.Tensor,
+    output_dir: str | Path,
+    prototype: int = 0,
+    values: Sequence[float] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
+    interpolation_steps: int = 10,
+    num_inference_steps: int = 50,
+    depth: int | None = None,
+) -> list[Path]:
+    """Extrapolation strip of ``prototype`` on the first image and an interpolation strip between the
+    first two; writes ``extrapolation.png`` and ``interpolation.png``."""
+    out = _out(output_dir)
+    sweep = extrapolate(inferer, network, images[:1], prototype, values, num_inference_steps, depth=depth)
+    paths = [plot_strip(sweep, [f"s_{prototype}={v:g}" for v in values], path=out / "extrapolation.png")]
+    if images.shape[0] > 1:
+        path = interpolate(inferer, network, images[:1], images[1:2], interpolation_steps, num_inference_steps)
+        labels = [f"{w:.2f}" for w in torch.linspace(0, 1, interpolation_steps).tolist()]
+        paths.append(plot_strip(path, labels, path=out / "interpolation.png"))
+    return paths
+
+
+def train_prior(network: nn.Module, data: Iterable, path: str | Path, epochs: int = 100, **kwargs) -> ActivationPrior:
+    """Encode ``data`` with the (frozen) trained model, fit the activation prior and save it to ``path``."""
+    activations = encode_dataset(network, data)
+    prior, losses = fit_activation_prior(activations, epochs=epochs, **kwargs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": prior.config, "state_dict": prior.state_dict(), "losses": losses}, path)
+    return prior
+
+
+def load_prior(path: str | Path) -> ActivationPrior:
+    """Load a prior written by :func:`train_prior`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no activation prior at {path}: run the bundle's train_prior config first.")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    prior = ActivationPrior(**saved["config"])
+    prior.load_state_dict(saved["state_dict"])
+    return prior.eval()
+
+
+@torch.no_grad()
+def sample_report(
+    network: nn.Module,
+    inferer: PatronusInferer,
+    prior: ActivationPrior,
+    image_shape: Sequence[int],
+    output_dir: str | Path,
+    num_samples: int = 8,
+    num_inference_steps: int = 50,
+    seed: int = 0,
+) -> Path:
+    """Unconditional generation: sample ``s`` from the prior, then images; writes ``samples.png``."""
+    out = _out(output_dir)
+    generator = torch.Generator().manual_seed(seed)
+    device = next(network.parameters()).device
+    s = prior.sample(num_samples, generator=generator).to(device)
+    noise = torch.randn((num_samples, *image_shape), generator=generator).to(device)
+    images = inferer.sample(noise, network, s, num_inference_steps)
+    return plot_strip(images, path=out / "samples.png")

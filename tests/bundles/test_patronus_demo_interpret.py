@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from tests.bundles._workflow import run_bundle
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(tmp_path_factory):
+    """The demo bundle trained for one iteration (2-D and 3-D): what the explanation configs load."""
+    root = tmp_path_factory.mktemp("interpret")
+    data = str(root / "mni152")
+    common = dict(dataset_dir=data, max_epochs=1, epoch_length=1, grid_interval=100)
+    run_bundle("patronus_demo", ["train.json"], output_dir=str(root / "2d"), **common)
+    run_bundle("patronus_demo", ["train.json", "train_3d.json"], output_dir=str(root / "3d"), **common)
+    return root, data
+
+
+FAST = dict(num_inference_steps=3)
+
+
+def _png(path):
+    with Image.open(path) as image:
+        assert image.size[0] > 50 and image.size[1] > 50
+
+
+@pytest.mark.parametrize("dims", ["2d", "3d"])
+def test_explain_emergence_and_edit_configs(trained_bundle, dims):
+    root, data = trained_bundle
+    extra = ["train_3d.json"] if dims == "3d" else []
+    common = dict(output_dir=str(root / dims), dataset_dir=data, **FAST)
+    run_bundle("patronus_demo", ["train.json", *extra, "explain.json"], interpret_num_images=3, explain_prototypes=[0, 2], **common)
+    out = root / dims / "interpret"
+    _png(out / "gallery.png")
+    summary = json.loads((out / "explain.json").read_text())
+    assert [p["prototype"] for p in summary["prototypes"]] == [0, 2]
+    assert all(len(p["nearest_real_patches"]) == 3 for p in summary["prototypes"])
+    assert all(p["nearest_real_patches"][0]["image_id"].startswith("mni152_") for p in summary["prototypes"])
+
+    run_bundle("patronus_demo", ["train.json", *extra, "emergence.json"], interpret_num_images=2, **common)
+    _png(out / "emergence.png")
+    emergence = json.loads((out / "emergence.json").read_text())
+    assert len(emergence["timesteps"]) == 3
+
+    run_bundle("patronus_demo", ["train.json", *extra, "edit.json"], edit_values=[0.0, 3.0], interpolation_steps=3, **common)
+    _png(out / "extrapolation.png")
+    _png(out / "interpolation.png")
+
+
+def test_prior_then_unconditional_samples(trained_bundle):
+    root, data = trained_bundle
+    common = dict(output_dir=str(root / "2d"), dataset_dir=data, **FAST)
+    run_bundle("patronus_demo", ["train.json", "train_prior.json"], prior_epochs=2, **common)
+    assert (root / "2d" / "prior" / "activation_prior.pt").is_file()
+    run_bundle("patronus_demo", ["train.json", "sample.json"], num_samples=3, **common)
+    _png(root / "2d" / "interpret" / "samples.png")
