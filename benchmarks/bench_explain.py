@@ -1,0 +1,70 @@
+"""The explain workflow (prototype visualisation) with the default DDIM steps against the paper's 1000.
+
+    python benchmarks/bench_explain.py [--prototypes 10] [--images 20] [--size 64] [--steps 50]
+        [--checkpoints bundles/patronus_demo/output/checkpoints]
+
+Loads the demo bundle's trained network (run `make demo` first). Its encoder and U-Net are
+resolution-agnostic, so --size resamples the demo images (the issue's setting is 64x64). Both runs are
+timed in this one process, interleaved, and the reconstruction PSNR of the inversion at each step
+count is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from monai.bundle import ConfigParser
+
+from monai_patronus.handlers import load_network_weights
+from monai_patronus.interpret import visualize_prototypes
+from monai_patronus.utils import psnr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prototypes", type=int, default=10)
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--paper-steps", type=int, default=1000)
+    parser.add_argument("--checkpoints", default=str(ROOT / "bundles" / "patronus_demo" / "output" / "checkpoints"))
+    parser.add_argument("--dataset-dir", default=str(ROOT / "bundles" / "patronus_demo" / "data"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    config = ConfigParser()
+    config.read_config(str(ROOT / "bundles" / "patronus_demo" / "configs" / "train.json"))
+    config.update({"bundle_root": str(ROOT / "bundles" / "patronus_demo"), "dataset_dir": args.dataset_dir})
+    net = config.get_parsed_content("network")
+    load_network_weights(net, args.checkpoints)
+    net.eval()
+    inferer = config.get_parsed_content("inferer")
+    dataset = config.get_parsed_content("train#dataset")
+    idx = torch.linspace(0, len(dataset) - 1, args.images).long().tolist()
+    images = torch.stack([dataset[i]["image"] for i in idx])
+    if images.shape[-1] != args.size:
+        images = F.interpolate(images, size=(args.size, args.size), mode="bilinear", align_corners=False).clamp(-1, 1)
+    protos = list(range(args.prototypes))
+    rows = []
+    for steps in (args.steps, args.paper_steps):
+        start = time.perf_counter()
+        visualize_prototypes(inferer, net, images, protos, num_inference_steps=steps)
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            s = net.encode(images)
+        recon = inferer.reconstruct(inferer.invert(images, net, s, steps), net, s, steps)
+        rows.append((steps, seconds, float(psnr(recon.clamp(-1, 1), images).mean())))
+    print(f"explain: {args.prototypes} prototypes x {args.images} images at {args.size}x{args.size}, threads={torch.get_num_threads()}")
+    print(f"| {'DDIM steps':>10} | {'seconds':>9} | {'speed-up':>8} | {'recon PSNR dB':>13} |")
+    print(f"|{'-' * 12}|{'-' * 11}|{'-' * 10}|{'-' * 15}|")
+    for steps, seconds, value in rows:
+        print(f"| {steps:>10} | {seconds:>9.1f} | {rows[-1][1] / seconds:>8.1f} | {value:>13.2f} |")
+
+
+if __name__ == "__main__":
+    main()
