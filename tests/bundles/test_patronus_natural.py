@@ -61,3 +61,22 @@ def test_inference_and_two_process_training(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["checkpoint_epoch=1.pt"]
+
+
+def test_explanation_configs(tmp_path):
+    import json
+
+    data = tmp_path / "data"
+    write_fashion_mnist(data)
+    configs = ["train.json", "fashion_mnist.json"]
+    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), num_workers=0, num_inference_steps=2)
+    run_bundle("patronus_natural", configs, **(FAST | common | dict(grid_interval=100)))
+    run_bundle("patronus_natural", [*configs, "explain.json"], interpret_num_images=2, explain_prototypes=[1], **common)
+    summary = json.loads((tmp_path / "out" / "interpret" / "explain.json").read_text())
+    assert [p["prototype"] for p in summary["prototypes"]] == [1]
+    run_bundle("patronus_natural", [*configs, "emergence.json"], interpret_num_images=2, **common)
+    run_bundle("patronus_natural", [*configs, "edit.json"], edit_values=[0.0, 3.0], interpolation_steps=2, **common)
+    run_bundle("patronus_natural", [*configs, "train_prior.json"], prior_epochs=1, **common)
+    run_bundle("patronus_natural", [*configs, "sample.json"], num_samples=2, **common)
+    for name in ("gallery.png", "emergence.png", "extrapolation.png", "interpolation.png", "samples.png"):
+        assert (tmp_path / "out" / "interpret" / name).is_file(), name
