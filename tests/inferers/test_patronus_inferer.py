@@ -237,3 +237,16 @@ def test_partial_inversion_retraces_the_same_steps():
     for bad in (0, 10, 2.5):
         with pytest.raises(ValueError, match=f"depth must be an int in \\[1, 9\\].*got {bad}"):
             inf.invert(x, rec, num_inference_steps=10, depth=bad)
+
+
+def test_inversion_iterations_default_and_validation():
+    rec = _Recorder(_net())
+    inf = PatronusInferer(_ddim(), inversion_iterations=2)
+    x = torch.randn(1, 1, 16, 16)
+    inf.invert(x, rec, num_inference_steps=4)
+    assert rec.calls == [0, 250, 250, 250, 500, 500, 500, 750, 750]  # each step: 1 call + 2 refinements at its end
+    rec.calls.clear()
+    inf.invert(x, rec, num_inference_steps=4, fixed_point_iterations=0)
+    assert rec.calls == [0, 250, 500]
+    with pytest.raises(ValueError, match="inversion_iterations must be an int >= 0, got -1"):
+        PatronusInferer(_ddim(), inversion_iterations=-1)
