@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from monai.bundle import ConfigParser
 
-from monai_patronus.handlers import load_network_weights
 from monai_patronus.interpret import visualize_prototypes
 from monai_patronus.utils import psnr
 
-ROOT = Path(__file__).resolve().parents[1]
+from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, ROOT, load_demo_model  # noqa: E402
 
 
 def main() -> None:
@@ -33,25 +30,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--paper-steps", type=int, default=1000)
-    parser.add_argument("--checkpoints", default=str(ROOT / "bundles" / "patronus_demo" / "output" / "checkpoints"))
-    parser.add_argument("--dataset-dir", default=str(ROOT / "bundles" / "patronus_demo" / "data"))
+    parser.add_argument("--inversion-iterations", type=int, default=None, help="default: the bundle's setting")
+    parser.add_argument("--checkpoints", default=DEFAULT_CHECKPOINTS)
+    parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = ConfigParser()
-    config.read_config(str(ROOT / "bundles" / "patronus_demo" / "configs" / "train.json"))
-    config.update({"bundle_root": str(ROOT / "bundles" / "patronus_demo"), "dataset_dir": args.dataset_dir})
-    net = config.get_parsed_content("network")
-    load_network_weights(net, args.checkpoints)
-    net.eval()
-    inferer = config.get_parsed_content("inferer")
-    dataset = config.get_parsed_content("train#dataset")
+    net, inferer, dataset = load_demo_model(args.checkpoints, args.dataset_dir)
     idx = torch.linspace(0, len(dataset) - 1, args.images).long().tolist()
     images = torch.stack([dataset[i]["image"] for i in idx])
     if images.shape[-1] != args.size:
         images = F.interpolate(images, size=(args.size, args.size), mode="bilinear", align_corners=False).clamp(-1, 1)
     protos = list(range(args.prototypes))
     rows = []
-    default_iterations = inferer.inversion_iterations
+    default_iterations = inferer.inversion_iterations if args.inversion_iterations is None else args.inversion_iterations
     for steps in (args.steps, args.paper_steps):
         # the paper inverts with plain reverse DDIM; the default adds fixed-point refinement (bundle config)
         inferer.inversion_iterations = default_iterations if steps == args.steps else 0

@@ -14,31 +14,22 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
 
-from monai_patronus.handlers import load_network_weights
 from monai_patronus.interpret import masking_faithfulness, plot_emergence_curves, prototype_emergence
 
-ROOT = Path(__file__).resolve().parents[1]
+from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, ROOT, load_demo_model  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoints", default=str(ROOT / "bundles" / "patronus_demo" / "output" / "checkpoints"))
-    parser.add_argument("--dataset-dir", default=str(ROOT / "bundles" / "patronus_demo" / "data"))
+    parser.add_argument("--checkpoints", default=DEFAULT_CHECKPOINTS)
+    parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
     parser.add_argument("--out", default=str(ROOT / "bundles" / "patronus_demo" / "output" / "interpret"))
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = ConfigParser()
-    config.read_config(str(ROOT / "bundles" / "patronus_demo" / "configs" / "train.json"))
-    config.update({"bundle_root": str(ROOT / "bundles" / "patronus_demo"), "dataset_dir": args.dataset_dir})
-    net = config.get_parsed_content("network")
-    print("checkpoint:", load_network_weights(net, args.checkpoints))
-    net.eval()
-    inferer = config.get_parsed_content("inferer")
-    dataset = config.get_parsed_content("train#dataset")
+    net, inferer, dataset = load_demo_model(args.checkpoints, args.dataset_dir)
     idx = torch.linspace(0, len(dataset) - 1, args.images).long().tolist()
     images = torch.stack([dataset[i]["image"] for i in idx])
 
