@@ -57,10 +57,8 @@ def explain(
     nearest = {}
     sources = {}
     if provenance_data is not None:
-        batches = list(provenance_data)
-        nearest = find_nearest_patches(network.prototype_encoder, batches, k=top_k, prototypes=chosen)
-        flat = torch.cat([b["image"] if isinstance(b, dict) else b for b in batches])
-        sources = {m.image_index: flat[m.image_index] for ms in nearest.values() for m in ms}
+        nearest = find_nearest_patches(network.prototype_encoder, provenance_data, k=top_k, prototypes=chosen)
+        sources = _fetch_images(provenance_data, {m.image_index for ms in nearest.values() for m in ms})
     panels, summary = [], []
     for r in results:
         matches = nearest.get(r.prototype, [])
@@ -88,6 +86,18 @@ def explain(
         )
     _write_json(out / "explain.json", {"num_inference_steps": num_inference_steps, "prototypes": summary})
     return plot_prototype_gallery(panels, path=out / "gallery.png", columns=min(4, len(panels)))
+
+
+def _fetch_images(data: Iterable, indices: set[int]) -> dict[int, torch.Tensor]:
+    """A second streaming pass that keeps only the images at the running ``indices`` (not the dataset)."""
+    found, offset = {}, 0
+    for batch in data:
+        images = batch["image"] if isinstance(batch, dict) else batch
+        for i in range(images.shape[0]):
+            if offset + i in indices:
+                found[offset + i] = images[i]
+        offset += images.shape[0]
+    return found
 
 
 @torch.no_grad()
