@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from monai_patronus.interpret import visualize_prototypes
 from monai_patronus.utils import psnr
 
-from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, ROOT, load_demo_model  # noqa: E402
+from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, load_demo_model  # noqa: E402
 
 
 def main() -> None:

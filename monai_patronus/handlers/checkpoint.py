@@ -28,8 +28,13 @@ def latest_checkpoint(directory: str | Path) -> str | None:
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _PATTERN.match(p.name))]
-    return str(max(found)[1]) if found else None
+    found = _checkpoints(directory)
+    return str(found[-1][1]) if found else None
+
+
+def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of every ``checkpoint_epoch=N.pt`` in ``directory``, oldest first."""
+    return sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _PATTERN.match(p.name)))
 
 
 def load_network_weights(network: torch.nn.Module, checkpoint: str | Path, key: str = "network") -> str:
@@ -134,8 +139,7 @@ class AtomicCheckpointSaver:
         return target
 
     def _prune(self) -> None:
-        found = sorted((int(m.group(1)), p) for p in self.save_dir.iterdir() if (m := _PATTERN.match(p.name)))
-        for _, path in found[: -self.keep_last]:
+        for _, path in _checkpoints(self.save_dir)[: -self.keep_last]:
             path.unlink(missing_ok=True)
         # temporary files of a run that was killed while saving (only one process writes here)
         for stale in self.save_dir.glob(".checkpoint_*.tmp"):
