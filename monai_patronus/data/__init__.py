@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .batches import iter_batches, unpack_batch
 from .chexpert import CHEXPERT_LABELS, load_chexpert_datalist
 from .digits import load_digits_images
 from .medical import (
@@ -48,6 +49,8 @@ __all__ = [
     "create_natural_dataset",
     "fashion_mnist",
     "image_folder",
+    "iter_batches",
+    "unpack_batch",
     "load_digits_images",
     "mni152_template_path",
     "prepare_mni152_slices",

@@ -24,6 +24,8 @@ from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
+from monai_patronus.data.batches import iter_batches
+
 __all__ = ["ActivationPrior", "ActivationPriorUNet", "encode_dataset", "fit_activation_prior"]
 
 
@@ -534,13 +536,6 @@ def encode_dataset(
         )
     encode = getattr(encoder, "encode", None)
     encode = encode if callable(encode) else encoder
-    if isinstance(data_iterable, (torch.Tensor, dict)):
-        data_iterable = [data_iterable]
-    if isinstance(data_iterable, (str, bytes)) or not isinstance(data_iterable, Iterable):
-        raise TypeError(
-            f"{owner}: data_iterable must be an iterable of batches (e.g. a DataLoader), "
-            f"got {type(data_iterable).__name__}."
-        )
     if device is None:
         param = next(iter(encoder.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -554,26 +549,7 @@ def encode_dataset(
     encoder.eval()
     out: list[torch.Tensor] = []
     try:
-        for i, batch in enumerate(data_iterable):
-            images = batch
-            if isinstance(batch, dict):
-                if image_key not in batch:
-                    raise ValueError(
-                        f"{owner}: batch {i} has no key image_key={image_key!r} (keys: {sorted(map(str, batch))}); "
-                        "pass the images' key as image_key."
-                    )
-                images = batch[image_key]
-            elif isinstance(batch, (tuple, list)) and len(batch) > 0:
-                images = batch[0]
-            if not isinstance(images, torch.Tensor):
-                raise TypeError(
-                    f"{owner}: batch {i} must be a dict with {image_key!r}, an image tensor or an (images, ...) tuple; "
-                    f"got images of type {type(images).__name__}."
-                )
-            if images.ndim < 3:
-                raise ValueError(f"{owner}: batch {i} images must be (N, C, *spatial), got shape {tuple(images.shape)}.")
-            if isinstance(images, MetaTensor):
-                images = images.as_tensor()
+        for i, (_, images, _) in enumerate(iter_batches(data_iterable, owner, image_key, name="data_iterable")):
             s = encode(images.to(device=device, dtype=torch.float32))
             if isinstance(s, MetaTensor):
                 s = s.as_tensor()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from monai_patronus.data.batches import iter_batches
 from monai_patronus.interpret.heatmaps import check_encoder, check_prototypes
 from monai_patronus.networks.prototype_encoder import PrototypeEncoder
 
@@ -95,11 +96,6 @@ def find_nearest_patches(
         raise TypeError(f"find_nearest_patches: unique_images must be a bool, got {unique_images!r}.")
     if device is not None and not isinstance(device, (str, torch.device)):
         raise TypeError(f"find_nearest_patches: device must be a str, torch.device or None, got {device!r}.")
-    if isinstance(data, (torch.Tensor, Mapping, str, bytes)) or not isinstance(data, Iterable):
-        raise TypeError(
-            "find_nearest_patches: data must be an iterable of batches (e.g. a DataLoader or a list of dicts/tensors), "
-            f"got {type(data).__name__}; wrap a single batch in a list: [batch]."
-        )
     index = check_prototypes("find_nearest_patches", encoder, prototypes)
     try:
         device = torch.device(device) if device is not None else next(encoder.parameters()).device
@@ -113,10 +109,11 @@ def find_nearest_patches(
     best_cell = torch.empty(num_p, 0, d, dtype=torch.long)
     best_box = torch.empty(num_p, 0, d, 2, dtype=torch.long)
     ids: dict[int, str] = {}  # ids of the images that are (or were) in the running top-k
-    seen = 0
+    total = 0  # images seen
     with torch.no_grad():
-        for b, batch in enumerate(data):
-            images, batch_ids = _unpack_batch(b, batch, image_key, id_key, encoder)
+        optional = (id_key,) if id_key is not None else ()
+        for b, (seen, images, extras) in enumerate(iter_batches(data, "find_nearest_patches", image_key, (), optional)):
+            batch_ids = _check_batch(b, images, extras.get(id_key), id_key, encoder)
             images = images.to(device)
             if not torch.isfinite(images).all():
                 raise ValueError(f"find_nearest_patches: batch {b} holds NaN or infinite image values; clean the data.")
@@ -149,8 +146,8 @@ def find_nearest_patches(
             for j in range(n):
                 if seen + j in kept:
                     ids[seen + j] = batch_ids[j] if batch_ids is not None else str(seen + j)
-            seen += n
-    if seen == 0:
+            total = seen + n
+    if total == 0:
         raise ValueError("find_nearest_patches: data yielded no images; pass a non-empty dataset or loader.")
 
     result: dict[int, list[PatchMatch]] = {}
@@ -217,39 +214,19 @@ def crop_patch(image: torch.Tensor, box: Sequence[Sequence[int]] | torch.Tensor)
     return image[(slice(None), *slices)]
 
 
-def _unpack_batch(
-    b: int, batch: object, image_key: str, id_key: str | None, encoder: PrototypeEncoder
-) -> tuple[torch.Tensor, list[str] | None]:
-    """Images ``(B, C, *spatial)`` and ``B`` string ids (``None``: use running indices) of batch ``b``."""
-    if isinstance(batch, torch.Tensor):
-        images, raw_ids = batch, None
-    elif isinstance(batch, Mapping):
-        if image_key not in batch:
-            raise ValueError(
-                f"find_nearest_patches: batch {b} has no image_key {image_key!r}; its keys are {sorted(map(str, batch))}. "
-                "Set image_key to the key holding the images."
-            )
-        images = batch[image_key]
-        raw_ids = batch.get(id_key) if id_key is not None else None
-    else:
-        raise TypeError(
-            f"find_nearest_patches: batch {b} must be a dict with {image_key!r} or a tensor (B, C, *spatial), "
-            f"got {type(batch).__name__}."
-        )
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"find_nearest_patches: batch {b} images must be a torch.Tensor, got {type(images).__name__}.")
-    images = images.as_subclass(torch.Tensor)  # drop MetaTensor bookkeeping
-    if not images.dtype.is_floating_point:
-        raise TypeError(f"find_nearest_patches: batch {b} images must be floating point, got dtype {images.dtype}.")
+def _check_batch(
+    b: int, images: torch.Tensor, raw_ids: object, id_key: str | None, encoder: PrototypeEncoder
+) -> list[str] | None:
+    """Check batch ``b``'s images against the encoder; its ``B`` string ids (``None``: use running indices)."""
     if images.ndim != encoder.spatial_dims + 2 or images.shape[1] != encoder.in_channels:
         raise ValueError(
             f"find_nearest_patches: batch {b} images must have shape (B, {encoder.in_channels}, "
             f"*{encoder.spatial_dims} spatial dims), got {tuple(images.shape)}."
         )
     encoder.receptive_field.output_shape(tuple(images.shape[2:]))
-    n = images.shape[0]
     if raw_ids is None:
-        return images, None
+        return None
+    n, given = images.shape[0], raw_ids
     if isinstance(raw_ids, (str, bytes, int)) and not isinstance(raw_ids, bool):
         raw_ids = [raw_ids]
     elif isinstance(raw_ids, torch.Tensor):
@@ -258,10 +235,10 @@ def _unpack_batch(
         raw_ids = None
     if raw_ids is None or len(raw_ids) != n:
         raise ValueError(
-            f"find_nearest_patches: batch {b} {id_key!r} must give one id per image ({n}), got {batch[id_key]!r}; "
+            f"find_nearest_patches: batch {b} {id_key!r} must give one id per image ({n}), got {given!r}; "
             "fix the ids or pass id_key=None to use running indices."
         )
-    return images, [_id_str(v) for v in raw_ids]
+    return [_id_str(v) for v in raw_ids]
 
 
 def _id_str(value: object) -> str:

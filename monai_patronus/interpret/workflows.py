@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from monai_patronus.data.batches import iter_batches
 from monai_patronus.inferers import PatronusInferer
 from monai_patronus.interpret.editing import extrapolate, interpolate
 from monai_patronus.interpret.emergence import prototype_emergence
@@ -90,13 +91,11 @@ def explain(
 
 def _fetch_images(data: Iterable, indices: set[int]) -> dict[int, torch.Tensor]:
     """A second streaming pass that keeps only the images at the running ``indices`` (not the dataset)."""
-    found, offset = {}, 0
-    for batch in data:
-        images = batch["image"] if isinstance(batch, dict) else batch
+    found = {}
+    for offset, images, _ in iter_batches(data, "explain"):
         for i in range(images.shape[0]):
             if offset + i in indices:
                 found[offset + i] = images[i]
-        offset += images.shape[0]
     return found
 
 

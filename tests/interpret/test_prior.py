@@ -285,11 +285,11 @@ def test_encode_dataset_errors():
         encode_dataset(net, "images")
     with pytest.raises(ValueError, match="no batches"):
         encode_dataset(net, [])
-    with pytest.raises(ValueError, match="image_key='image'"):
+    with pytest.raises(ValueError, match="batch 0 has no key 'image'"):
         encode_dataset(net, [{"img": images}])
     with pytest.raises(TypeError, match="batch 0"):
         encode_dataset(net, [{"image": images.numpy()}])
-    with pytest.raises(ValueError, match=r"\(N, C, \*spatial\)"):
+    with pytest.raises(ValueError, match=r"\(B, C, \*spatial\)"):
         encode_dataset(net, [torch.rand(2, 12)])
     with pytest.raises(ValueError, match="device"):
         encode_dataset(net, [images], device="not-a-device")

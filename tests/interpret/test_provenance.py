@@ -135,6 +135,10 @@ def test_ids_tensor_batches_subsets_and_mixed_shapes():
         "0", "1", "2",
     ]
     assert sorted(m.image_id for m in find_nearest_patches(enc, [{"image": a}], k=3)[1]) == ["0", "1"]
+    # a single batch (tensor or dict) and torchvision-style (images, labels) batches give the same matches
+    expected = find_nearest_patches(enc, [a], k=2)
+    for data in (a, {"image": a}, [(a, torch.tensor([0, 1]))], [[a]]):
+        assert find_nearest_patches(enc, data, k=2) == expected
 
 
 def test_fewer_candidates_than_k_and_dataloader():
@@ -197,12 +201,10 @@ _X = torch.zeros(2, 1, 12, 12)
         ({"device": 0}, TypeError, "device must be a str"),
         ({"device": "nonsense"}, ValueError, "not a valid torch device"),
         ({"prototypes": [4]}, ValueError, r"in \[0, 4\)"),
-        ({"data": _X}, TypeError, r"wrap a single batch in a list"),
-        ({"data": {"image": _X}}, TypeError, "wrap a single batch"),
         ({"data": 3}, TypeError, "iterable of batches"),
         ({"data": []}, ValueError, "yielded no images"),
-        ({"data": [[_X]]}, TypeError, "batch 0 must be a dict"),
-        ({"data": [{"img": _X}]}, ValueError, r"no image_key 'image'.*\['img'\]"),
+        ({"data": [[]]}, TypeError, "batch 0 must be a tensor"),
+        ({"data": [{"img": _X}]}, ValueError, r"no key 'image'.*\['img'\]"),
         ({"data": [{"image": _X.numpy()}]}, TypeError, "images must be a torch.Tensor"),
         ({"data": [_X, _X.long()]}, TypeError, "batch 1 images must be floating point"),
         ({"data": [_X[0]]}, ValueError, r"batch 0 images must have shape \(B, 1"),

@@ -1,0 +1,51 @@
+import pytest
+import torch
+from monai.data import DataLoader, Dataset, MetaTensor
+
+from monai_patronus.data import iter_batches, unpack_batch
+
+
+def test_unpack_batch_forms_give_plain_images_and_extras():
+    x = torch.rand(3, 1, 4, 4)
+    for batch in (x, {"image": x}, (x, torch.zeros(3)), [MetaTensor(x), "labels"], {"image": MetaTensor(x)}):
+        images, extras = unpack_batch(batch, "f")
+        assert type(images) is torch.Tensor and torch.equal(images, x) and extras == {}
+    images, extras = unpack_batch({"img": x, "id": ["a", "b", "c"], "y": 1}, "f", image_key="img", keys=("y",),
+                                  optional_keys=("id", "absent"))
+    assert torch.equal(images, x) and extras == {"y": 1, "id": ["a", "b", "c"]}
+    assert unpack_batch(x, "f", optional_keys=("id",))[1] == {}  # optional keys of a non-mapping batch: absent
+
+
+@pytest.mark.parametrize(
+    "batch, kwargs, error, match",
+    [
+        (3, {}, TypeError, r"f: batch 2 must be a tensor \(B, C, \*spatial\), a dict with 'image'"),
+        ([], {}, TypeError, "got list"),
+        ({"img": torch.rand(1, 1, 4, 4)}, {}, ValueError, r"batch 2 has no key 'image' \(its keys: \['img'\]\)"),
+        ({"image": torch.rand(1, 1, 4, 4)}, {"keys": ("label",)}, ValueError, "no key 'label'"),
+        (torch.rand(1, 1, 4, 4), {"keys": ("label",)}, TypeError, r"entries \['label'\] were asked for"),
+        ({"image": torch.rand(1, 1, 4, 4).numpy()}, {}, TypeError, "images must be a torch.Tensor, got ndarray"),
+        (torch.zeros(1, 1, 4, 4, dtype=torch.long), {}, TypeError, "floating point"),
+        (torch.rand(2, 4), {}, ValueError, r"\(B, C, \*spatial\), got \(2, 4\)"),
+    ],
+)
+def test_unpack_batch_errors_name_caller_batch_and_fix(batch, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        unpack_batch(batch, "f", 2, **kwargs)
+
+
+def test_iter_batches_offsets_skip_empty_and_single_batch():
+    data = [{"image": torch.rand(2, 1, 4, 4), "id": ["a", "b"]}, {"image": torch.rand(0, 1, 4, 4), "id": []},
+            {"image": torch.rand(3, 1, 4, 4), "id": ["c", "d", "e"]}]
+    got = list(iter_batches(data, "f", keys=("id",)))
+    assert [o for o, _, _ in got] == [0, 2] and [e["id"] for _, _, e in got] == [["a", "b"], ["c", "d", "e"]]
+    loader = DataLoader(Dataset([{"image": torch.full((1, 4, 4), float(i))} for i in range(5)]), batch_size=2)
+    got = list(iter_batches(loader, "f"))
+    assert [o for o, _, _ in got] == [0, 2, 4]
+    assert torch.cat([im for _, im, _ in got])[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
+    x = torch.rand(2, 1, 4, 4)
+    assert [o for o, _, _ in iter_batches(x, "f")] == [0]  # one tensor: one batch, not one per image
+    assert [o for o, _, _ in iter_batches({"image": x}, "f")] == [0]
+    for bad in (5, "images"):
+        with pytest.raises(TypeError, match="f: loader must be an iterable of batches"):
+            list(iter_batches(bad, "f", name="loader"))
