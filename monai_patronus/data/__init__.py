@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from .batches import iter_batches, unpack_batch
+from .batches import iter_batches, pick_images, unpack_batch
 from .chexpert import CHEXPERT_LABELS, load_chexpert_datalist
 from .digits import load_digits_images
 from .medical import (
@@ -50,6 +50,7 @@ __all__ = [
     "fashion_mnist",
     "image_folder",
     "iter_batches",
+    "pick_images",
     "unpack_batch",
     "load_digits_images",
     "mni152_template_path",

@@ -12,11 +12,14 @@ MONAI ``MetaTensor`` images come back as plain tensors.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-__all__ = ["unpack_batch", "iter_batches"]
+__all__ = ["unpack_batch", "iter_batches", "pick_images"]
+
+logger = logging.getLogger("monai_patronus.data")
 
 
 def unpack_batch(
@@ -107,3 +110,67 @@ def iter_batches(
             continue
         yield offset, images, extras
         offset += images.shape[0]
+
+
+def pick_images(dataset: Sequence, num: int, image_key: str = "image", allow_fewer: bool = False) -> torch.Tensor:
+    """``num`` images spread evenly over ``dataset``, skipping items that are ``None``.
+
+    Bundles use it to choose the images that sample grids and explanations are made of. A dataset whose
+    transforms drop unreadable files (``SkipNoneCompose``) returns ``None`` for them; such a position is
+    replaced by the next valid item not already chosen.
+
+    Args:
+        dataset: a sequence of items (``len`` and indexing): dicts holding ``image_key`` or ``(C, *spatial)``
+            tensors, e.g. a MONAI ``Dataset``.
+        num: how many images to pick.
+        image_key: the images' key in dict items.
+        allow_fewer: when the dataset holds fewer than ``num`` valid items, return all of them (with a
+            warning on the ``monai_patronus.data`` logger) instead of raising.
+
+    Returns:
+        ``(num, C, *spatial)`` plain tensor (fewer rows only with ``allow_fewer``), in dataset order.
+
+    Raises:
+        TypeError: for a bad ``num`` or a dataset that is not a sized sequence, or items of another kind.
+        ValueError: when ``num < 1``, the dataset holds no valid item (or fewer than ``num`` without
+            ``allow_fewer``), or the images differ in shape.
+    """
+    if isinstance(num, bool) or not isinstance(num, int):
+        raise TypeError(f"pick_images: num must be an int >= 1, got {num!r}.")
+    if num < 1:
+        raise ValueError(f"pick_images: num must be >= 1 (images to pick), got {num}.")
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise TypeError(f"pick_images: dataset must support len() and indexing, got {type(dataset).__name__}.")
+    size = len(dataset)
+    spread = torch.linspace(0, max(size - 1, 0), min(num, size)).round().long().tolist() if size else []
+    order = list(dict.fromkeys(spread + list(range(size))))  # the even spread first, then the rest as fallback
+    picked: dict[int, torch.Tensor] = {}
+    for position in order:
+        if len(picked) == num:
+            break
+        item = dataset[position]
+        if item is None:
+            continue
+        if isinstance(item, Mapping) and image_key not in item:
+            raise ValueError(
+                f"pick_images: item {position} has no key {image_key!r} (its keys: {sorted(map(str, item))}); "
+                "pass the images' key as image_key."
+            )
+        image = item[image_key] if isinstance(item, Mapping) else item
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(
+                f"pick_images: item {position} must be a dict holding {image_key!r} or a tensor (C, *spatial), "
+                f"got {type(image).__name__}."
+            )
+        picked[position] = image.as_subclass(torch.Tensor)
+    if len(picked) < num and (not allow_fewer or not picked):
+        raise ValueError(
+            f"pick_images: the dataset holds {len(picked)} valid items of {size}, fewer than num={num}; "
+            "lower num or fix the unreadable files."
+        )
+    if len(picked) < num:
+        logger.warning("pick_images: picked all %d valid items of %d (%d were asked for).", len(picked), size, num)
+    shapes = {tuple(v.shape) for v in picked.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"pick_images: the picked images differ in shape {sorted(shapes)}; resize them in the transforms.")
+    return torch.stack([picked[i] for i in sorted(picked)])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 
 import nibabel as nib
@@ -147,3 +148,30 @@ def test_inference_and_two_process_training(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["checkpoint_epoch=1.pt"]
+
+
+def test_explanation_configs_skip_unreadable_images(tmp_path):
+    """explain / emergence / edit / train_prior / sample on a dataset where one file is dropped (NaN)."""
+    data = _write_dataset(tmp_path / "data", bad="nan")
+    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), image_size=64, on_error="skip",
+                  num_workers=0, batch_size=2, num_inference_steps=2, inversion_iterations=0)
+    run_bundle("patronus_chest_xray", ["train.json"], **common, max_epochs=1, epoch_length=1, grid_interval=100)
+    run_bundle("patronus_chest_xray", ["train.json", "explain.json"], **common, interpret_num_images=3,
+               explain_prototypes=[0, 1], provenance_top_k=2)
+    out = tmp_path / "out" / "interpret"
+    summary = json.loads((out / "explain.json").read_text())
+    assert [p["prototype"] for p in summary["prototypes"]] == [0, 1]
+    ids = {m["image_id"] for p in summary["prototypes"] for m in p["nearest_real_patches"]}
+    assert ids and ids <= {"p1", "p2", "p4"}, ids  # p3 (NaN) was dropped by the transforms and the collate
+    assert all(len(p["nearest_real_patches"]) == 2 for p in summary["prototypes"])
+    run_bundle("patronus_chest_xray", ["train.json", "emergence.json"], **common, interpret_num_images=2)
+    run_bundle("patronus_chest_xray", ["train.json", "edit.json"], **common, edit_values=[0.0, 3.0],
+               interpolation_steps=3, interpret_num_images=2)
+    run_bundle("patronus_chest_xray", ["train.json", "train_prior.json"], **common, prior_epochs=2)
+    run_bundle("patronus_chest_xray", ["train.json", "sample.json"], **common, num_samples=2)
+    for name in ("gallery.png", "emergence.png", "extrapolation.png", "interpolation.png", "samples.png"):
+        assert (out / name).stat().st_size > 1000, name
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert PATIENT_NAME.encode() not in blob and PATIENT_ID.encode() not in blob, path

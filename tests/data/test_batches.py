@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 
-from monai_patronus.data import iter_batches, unpack_batch
+from monai_patronus.data import iter_batches, pick_images, unpack_batch
 
 
 def test_unpack_batch_forms_give_plain_images_and_extras():
@@ -49,3 +49,36 @@ def test_iter_batches_offsets_skip_empty_and_single_batch():
     for bad in (5, "images"):
         with pytest.raises(TypeError, match="f: loader must be an iterable of batches"):
             list(iter_batches(bad, "f", name="loader"))
+
+
+def test_pick_images_spreads_evenly_and_skips_none():
+    items = [{"image": torch.full((1, 2, 2), float(i))} for i in range(10)]
+    got = pick_images(items, 4)
+    assert got[:, 0, 0, 0].tolist() == [0, 3, 6, 9] and type(got) is torch.Tensor
+    items[3] = None  # a file dropped by SkipNoneCompose: the next valid unchosen item stands in
+    assert pick_images(items, 4)[:, 0, 0, 0].tolist() == [0, 1, 6, 9]
+    assert pick_images([torch.zeros(1, 2, 2)] * 3, 3).shape == (3, 1, 2, 2)  # tensor items
+    assert pick_images(items, 9)[:, 0, 0, 0].tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    with pytest.raises(ValueError, match="9 valid items of 10, fewer than num=12"):
+        pick_images(items, 12)
+    assert pick_images(items, 12, allow_fewer=True).shape[0] == 9
+    with pytest.raises(ValueError, match="0 valid items of 1"):
+        pick_images([None], 2, allow_fewer=True)
+
+
+@pytest.mark.parametrize(
+    "data, num, error, match",
+    [
+        ([None, {"image": torch.zeros(1, 2, 2)}], 2, ValueError, "1 valid items of 2, fewer than num=2"),
+        ([], 1, ValueError, "0 valid items of 0"),
+        ([{"image": torch.zeros(1, 2, 2)}], 0, ValueError, "num must be >= 1"),
+        ([{"image": torch.zeros(1, 2, 2)}], 1.0, TypeError, "num must be an int"),
+        (iter([]), 1, TypeError, "len"),
+        ([{"img": torch.zeros(1, 2, 2)}], 1, ValueError, r"item 0 has no key 'image' \(its keys: \['img'\]\)"),
+        ([{"image": "x"}], 1, TypeError, "item 0 must be a dict holding 'image'"),
+        ([torch.zeros(1, 2, 2), torch.zeros(1, 3, 3)], 2, ValueError, "differ in shape"),
+    ],
+)
+def test_pick_images_errors(data, num, error, match):
+    with pytest.raises(error, match=match):
+        pick_images(data, num)
