@@ -1,12 +1,15 @@
 """The explain workflow (prototype visualisation) with the default DDIM steps against the paper's 1000.
 
-    python benchmarks/bench_explain.py [--prototypes 10] [--images 20] [--size 64] [--steps 50]
-        [--checkpoints bundles/patronus_demo/output/checkpoints]
+    python benchmarks/bench_explain.py [--prototypes 10] [--images 20] [--size 64] [--steps 50] [--checkpoints DIR]
 
-Loads the demo bundle's trained network (run `make demo` first). Its encoder and U-Net are
-resolution-agnostic, so --size resamples the demo images (the issue's setting is 64x64). Both runs are
-timed in this one process, interleaved, and the reconstruction PSNR of the inversion at each step
-count is reported.
+Loads the demo bundle's network trained at --size and its images at that size. The issue's setting is
+64x64; train that model first (its checkpoints are the default for --size 64):
+
+    cd bundles/patronus_demo && python -m monai.bundle run --config_file configs/train.json \
+        --image_size 64 --output_dir output_64 --max_epochs 40
+
+Both runs are timed in this one process, one after the other, and the reconstruction PSNR of the
+inversion at each step count is reported.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
+from monai_patronus.data import pick_images
 from monai_patronus.interpret import visualize_prototypes
 from monai_patronus.utils import psnr
 
-from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, load_demo_model  # noqa: E402
+from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, DEMO, load_demo_model  # noqa: E402
 
 
 def main() -> None:
@@ -31,15 +34,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--paper-steps", type=int, default=1000)
     parser.add_argument("--inversion-iterations", type=int, default=None, help="default: the bundle's setting")
-    parser.add_argument("--checkpoints", default=DEFAULT_CHECKPOINTS)
+    parser.add_argument("--checkpoints", default=None, help="default: output/ at 32 px, output_<size>/ otherwise")
     parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
     args = parser.parse_args()
     torch.manual_seed(0)
-    net, inferer, dataset = load_demo_model(args.checkpoints, args.dataset_dir)
-    idx = torch.linspace(0, len(dataset) - 1, args.images).long().tolist()
-    images = torch.stack([dataset[i]["image"] for i in idx])
-    if images.shape[-1] != args.size:
-        images = F.interpolate(images, size=(args.size, args.size), mode="bilinear", align_corners=False).clamp(-1, 1)
+    checkpoints = args.checkpoints or (DEFAULT_CHECKPOINTS if args.size == 32 else str(DEMO / f"output_{args.size}" / "checkpoints"))
+    net, inferer, dataset = load_demo_model(checkpoints, args.dataset_dir, image_size=args.size)
+    images = pick_images(dataset, args.images)
     protos = list(range(args.prototypes))
     rows = []
     default_iterations = inferer.inversion_iterations if args.inversion_iterations is None else args.inversion_iterations

@@ -2,8 +2,9 @@
 
     python benchmarks/demo_interpretability.py [--checkpoints bundles/patronus_demo/output/checkpoints] [--out DIR]
 
-Prints the masking-faithfulness ratio (drop of s_k when its boxed patch is blurred / drop for random boxes
-of the same size) and the emergence times of the prototypes during generation, and writes
+Prints the masking-faithfulness scores (drop of s_k when its boxed patch is blurred against the drop for
+random boxes of the same size) over all training slices and over the slices where each prototype is most
+active, and the emergence times of the prototypes during generation, and writes
 emergence curves (PNG) to --out.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from monai_patronus.data import pick_images
 from monai_patronus.interpret import masking_faithfulness, plot_emergence_curves, prototype_emergence
 
 from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, ROOT, load_demo_model  # noqa: E402
@@ -25,24 +27,27 @@ def main() -> None:
     parser.add_argument("--checkpoints", default=DEFAULT_CHECKPOINTS)
     parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
     parser.add_argument("--out", default=str(ROOT / "bundles" / "patronus_demo" / "output" / "interpret"))
-    parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
     torch.manual_seed(0)
     net, inferer, dataset = load_demo_model(args.checkpoints, args.dataset_dir)
-    idx = torch.linspace(0, len(dataset) - 1, args.images).long().tolist()
-    images = torch.stack([dataset[i]["image"] for i in idx])
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])  # all training slices
 
     start = time.perf_counter()
     faith = masking_faithfulness(net.prototype_encoder, images, num_random=8, generator=torch.Generator().manual_seed(0))
-    per_proto = faith.per_prototype_ratio
-    print(f"faithfulness: mean drop boxed {float(faith.drop_boxed.mean()):.5f}, random {float(faith.drop_random.mean()):.5f}, "
-          f"ratio {faith.ratio:.2f} (per-prototype median {float(per_proto.median()):.2f}, "
-          f"min {float(per_proto.min()):.2f}, max {float(per_proto.max()):.2f}) [{time.perf_counter() - start:.1f} s]")
+    seconds = time.perf_counter() - start
+    print(f"faithfulness: {images.shape[0]} images x {len(faith.prototypes)} prototypes, 8 random boxes each [{seconds:.1f} s]")
+    print("| images per prototype | pairs | mean drop boxed | mean drop random | ratio | win rate | rel. drop boxed | rel. drop random |")
+    print("|---|---|---|---|---|---|---|---|")
+    for fraction, label in ((1.0, "all"), (0.25, "top 25% by s_k"), (0.1, "top 10% by s_k")):
+        m = faith.summary(fraction)
+        print(f"| {label} | {m['pairs']} | {m['drop_boxed']:.5f} | {m['drop_random']:.5f} | {m['ratio']:.2f} | "
+              f"{m['win_rate']:.2f} | {m['relative_drop_boxed']:.3f} | {m['relative_drop_random']:.3f} |")
 
+    spread = pick_images(dataset, 8)  # emergence: 8 slices spread over the volume
     with torch.no_grad():
-        s = net.encode(images[:8])
-    noise = torch.randn(images[:8].shape, generator=torch.Generator().manual_seed(0))
+        s = net.encode(spread)
+    noise = torch.randn(spread.shape, generator=torch.Generator().manual_seed(0))
     result = prototype_emergence(inferer, net, noise, s, num_inference_steps=args.steps)
     mean_t = result.emergence_timestep.float().mean(0)
     order = mean_t.argsort()

@@ -6,6 +6,12 @@ Gaussian-blurred copy of the image there and measure the drop of ``s_k``; compar
 for random boxes of the same size placed fully inside the image. A faithful box gives a much larger drop
 than a random one (ratio well above 1); a ratio near 1 means the box is no better than chance.
 
+Only the argmin cell's box can lower ``s_k = f(min_u d_k(u))`` directly; a random box away from it can only
+raise ``s_k`` (another cell may come closer). Where a prototype is barely present in an image, its argmin
+cell is arbitrary and both drops are near zero or negative. :meth:`FaithfulnessResult.summary` therefore
+also scores the images where each prototype is most active (``top_fraction``), which is what explanations
+show.
+
 Blurring (rather than zeros or noise) keeps the local mean intensity, so the drop is not caused by an
 out-of-distribution hole. The blur uses replicate padding, so a constant image stays constant.
 
@@ -49,15 +55,63 @@ class FaithfulnessResult:
     def ratio(self) -> float:
         """``mean(drop_boxed) / mean(drop_random)`` over all images and prototypes (> 1: boxes beat chance).
 
-        ``inf`` when the random drops average to 0 but the boxed ones do not; ``nan`` when both are 0.
+        A ratio only means something when random boxes lower ``s_k`` on average. When the mean random drop
+        is ``<= 0`` (masking random boxes raises ``s_k``, common where the prototype is barely present), this
+        returns ``inf`` if the boxed drop is positive and ``nan`` otherwise; use :meth:`summary` with a
+        ``top_fraction`` for the images where each prototype is present.
         """
-        boxed, rand = self.drop_boxed.double().mean(), self.drop_random.double().mean()
-        return float(boxed / rand)
+        return _ratio(self.drop_boxed.double().mean(), self.drop_random.double().mean())
 
     @property
     def per_prototype_ratio(self) -> torch.Tensor:
         """``(P,)`` float64 ratio of the mean drops over images, one per prototype (same conventions as ``ratio``)."""
-        return self.drop_boxed.double().mean(dim=0) / self.drop_random.double().mean(dim=0)
+        boxed, rand = self.drop_boxed.double().mean(dim=0), self.drop_random.double().mean(dim=0)
+        return torch.tensor([_ratio(b, r) for b, r in zip(boxed, rand)], dtype=torch.float64)
+
+    def present(self, top_fraction: float = 1.0) -> torch.Tensor:
+        """``(N, P)`` bool mask of the images where each prototype is most active: per prototype (column),
+        the ``ceil(top_fraction * N)`` images with the largest ``activation`` (ties broken by image order).
+
+        Raises:
+            ValueError: unless ``0 < top_fraction <= 1``.
+        """
+        if isinstance(top_fraction, bool) or not isinstance(top_fraction, (int, float)) or not 0 < top_fraction <= 1:
+            raise ValueError(f"FaithfulnessResult: top_fraction must be a number in (0, 1], got {top_fraction!r}.")
+        n = self.activation.shape[0]
+        count = max(1, math.ceil(top_fraction * n - 1e-9))
+        order = torch.sort(self.activation, dim=0, descending=True, stable=True).indices[:count]  # (count, P)
+        mask = torch.zeros_like(self.activation, dtype=torch.bool)
+        return mask.scatter_(0, order, True)
+
+    def summary(self, top_fraction: float = 1.0) -> dict[str, float]:
+        """Scores over the (image, prototype) pairs of :meth:`present` ``(top_fraction)``.
+
+        Returns:
+            ``{"pairs", "drop_boxed", "drop_random", "ratio", "win_rate", "relative_drop_boxed",
+            "relative_drop_random"}``: the number of pairs, the mean drops, their ratio (conventions of
+            :attr:`ratio`), the fraction of pairs whose boxed drop exceeds their mean random drop, and the mean
+            drops relative to the original activation.
+        """
+        mask = self.present(top_fraction)
+        act = self.activation[mask].double()
+        boxed, rand = self.drop_boxed[mask].double(), self.drop_random[mask].double()
+        safe = act.clamp_min(torch.finfo(torch.float64).tiny)
+        return {
+            "pairs": int(mask.sum()),
+            "drop_boxed": float(boxed.mean()),
+            "drop_random": float(rand.mean()),
+            "ratio": _ratio(boxed.mean(), rand.mean()),
+            "win_rate": float((boxed > rand).double().mean()),
+            "relative_drop_boxed": float((boxed / safe).mean()),
+            "relative_drop_random": float((rand / safe).mean()),
+        }
+
+
+def _ratio(boxed: torch.Tensor, rand: torch.Tensor) -> float:
+    boxed, rand = float(boxed), float(rand)
+    if rand > 0:
+        return boxed / rand
+    return math.inf if boxed > 0 else math.nan
 
 
 def masking_faithfulness(

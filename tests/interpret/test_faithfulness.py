@@ -146,6 +146,32 @@ def test_ratio_conventions():
     assert r.per_prototype_ratio[0] == pytest.approx(4.0) and torch.isnan(r.per_prototype_ratio[1])
     assert FaithfulnessResult((0,), z, torch.ones(2, 1), torch.zeros(2, 1), z).ratio == math.inf
     assert math.isnan(FaithfulnessResult((0,), z, torch.zeros(2, 1), torch.zeros(2, 1), z).ratio)
+    # random boxes that raise s_k on average: no meaningful ratio of two negatives
+    assert FaithfulnessResult((0,), z, torch.ones(2, 1), -torch.ones(2, 1), z).ratio == math.inf
+    assert math.isnan(FaithfulnessResult((0,), z, -torch.ones(2, 1), -2 * torch.ones(2, 1), z).ratio)
+
+
+def test_summary_scores_the_images_where_each_prototype_is_present():
+    # 4 images x 2 prototypes; prototype 0 is most active in images 2, 3 and prototype 1 in images 0, 1
+    act = torch.tensor([[0.1, 0.9], [0.2, 0.8], [0.7, 0.3], [0.8, 0.1]])
+    boxed = torch.tensor([[-0.05, 0.4], [0.0, 0.2], [0.35, -0.1], [0.4, 0.0]])
+    rand = torch.tensor([[-0.1, 0.1], [-0.1, 0.3], [0.07, -0.2], [0.1, -0.3]])
+    r = FaithfulnessResult((0, 1), act, boxed, rand, torch.zeros(4, 2, 2, 2, dtype=torch.long))
+    assert r.present(0.5).tolist() == [[False, True], [False, True], [True, False], [True, False]]
+    assert r.present(0.01).sum(0).tolist() == [1, 1] and r.present(1.0).all()
+    top = r.summary(0.5)  # pairs (2,0), (3,0), (0,1), (1,1)
+    assert top["pairs"] == 4
+    assert top["drop_boxed"] == pytest.approx((0.35 + 0.4 + 0.4 + 0.2) / 4)
+    assert top["drop_random"] == pytest.approx((0.07 + 0.1 + 0.1 + 0.3) / 4)
+    assert top["ratio"] == pytest.approx(1.35 / 0.57)
+    assert top["win_rate"] == pytest.approx(3 / 4)  # (1,1): 0.2 < 0.3
+    assert top["relative_drop_boxed"] == pytest.approx((0.35 / 0.7 + 0.4 / 0.8 + 0.4 / 0.9 + 0.2 / 0.8) / 4)
+    assert top["relative_drop_random"] == pytest.approx((0.07 / 0.7 + 0.1 / 0.8 + 0.1 / 0.9 + 0.3 / 0.8) / 4)
+    everything = r.summary()
+    assert everything["pairs"] == 8 and everything["ratio"] == pytest.approx(r.ratio)
+    for bad in (0, 1.5, True, "all"):
+        with pytest.raises(ValueError, match="top_fraction"):
+            r.summary(bad)
 
 
 class _FakeNet(torch.nn.Module):
