@@ -1,12 +1,13 @@
 """monai-patronus: Patronus interpretable diffusion models with prototypes, as a MONAI plugin.
 
-Sub-packages mirror MONAI's namespaces: ``networks``, ``inferers``, ``losses``, ``engines``, ``data``.
+Sub-packages mirror MONAI's namespaces: ``networks``, ``inferers``, ``losses``, ``engines``, ``handlers``,
+``data``; ``interpret`` explains a trained model and ``evaluation`` diagnoses and scores it.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import data, engines, handlers, inferers, interpret, losses, networks  # noqa: E402  (MONAI-style: one import gives all)
+from . import data, engines, evaluation, handlers, inferers, interpret, losses, networks  # noqa: E402  (MONAI-style: one import gives all)
 
-__all__ = ["data", "engines", "handlers", "inferers", "interpret", "losses", "networks", "__version__"]
+__all__ = ["data", "engines", "evaluation", "handlers", "inferers", "interpret", "losses", "networks", "__version__"]

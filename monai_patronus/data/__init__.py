@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from .batches import iter_batches, pick_images, unpack_batch
+from .batches import gather_images, iter_batches, pick_images, unpack_batch
 from .chexpert import CHEXPERT_LABELS, load_chexpert_datalist
 from .digits import load_digits_images
 from .medical import (
@@ -14,6 +14,16 @@ from .medical import (
 )
 from .mni152 import mni152_template_path, prepare_mni152_slices, prepare_mni152_volumes
 from .readers import DICOM_TECHNICAL_TAGS, DicomReader, MedicalImageReader, SimpleITKReader
+from .subsets import (
+    SubsetResult,
+    as_table,
+    balanced_independent_subset,
+    celeba_hair_smiling_subset,
+    chexpert_device_finding_subset,
+    correlated_subset,
+    pair_statistics,
+    rule_subset,
+)
 from .natural import (
     NATURAL_PRESETS,
     CelebAReader,
@@ -27,6 +37,14 @@ from .natural import (
 )
 
 __all__ = [
+    "SubsetResult",
+    "as_table",
+    "balanced_independent_subset",
+    "celeba_hair_smiling_subset",
+    "chexpert_device_finding_subset",
+    "correlated_subset",
+    "pair_statistics",
+    "rule_subset",
     "AntialiasResized",
     "CHEXPERT_LABELS",
     "CheckImaged",
@@ -49,6 +67,7 @@ __all__ = [
     "create_natural_dataset",
     "fashion_mnist",
     "image_folder",
+    "gather_images",
     "iter_batches",
     "pick_images",
     "unpack_batch",

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-__all__ = ["unpack_batch", "iter_batches", "pick_images"]
+__all__ = ["unpack_batch", "iter_batches", "pick_images", "gather_images"]
 
 logger = logging.getLogger("monai_patronus.data")
 
@@ -110,6 +110,39 @@ def iter_batches(
             continue
         yield offset, images, extras
         offset += images.shape[0]
+
+
+def gather_images(
+    data: object, indices: Iterable[int], owner: str = "gather_images", image_key: str = "image"
+) -> dict[int, torch.Tensor]:
+    """The images at running ``indices`` of ``data``, in one streaming pass that keeps only those.
+
+    For a second pass after a search over a dataset (provenance, counterfactual candidates) without holding
+    the dataset in memory. The order of the data must be the same as in the first pass (no shuffling).
+
+    Returns:
+        ``{index: (C, *spatial) image}`` for every index found.
+
+    Raises:
+        ValueError: when some indices lie beyond the data (naming them and the number of images).
+    """
+    wanted = {int(i) for i in indices}
+    found: dict[int, torch.Tensor] = {}
+    total = 0
+    for offset, images, _ in iter_batches(data, owner, image_key):
+        total = offset + images.shape[0]
+        for i in range(images.shape[0]):
+            if offset + i in wanted:
+                found[offset + i] = images[i]
+        if len(found) == len(wanted):
+            break
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise ValueError(
+            f"{owner}: indices {missing[:5]} lie beyond the data's {total} images; the data must be the same, "
+            "in the same order (no shuffling), as in the pass that chose them."
+        )
+    return found
 
 
 def pick_images(dataset: Sequence, num: int, image_key: str = "image", allow_fewer: bool = False) -> torch.Tensor:

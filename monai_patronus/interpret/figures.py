@@ -36,7 +36,9 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Rectangle
 
 __all__ = [
+    "plot_auroc_matrix",
     "plot_emergence_curves",
+    "plot_image_rows",
     "plot_heatmap",
     "plot_prototype_gallery",
     "plot_prototype_panel",
@@ -693,4 +695,106 @@ def plot_heatmap(
             _draw_box(ax, box_, plane, sliced, ctr, box_color)
         axes.append(ax)
     fig.colorbar(mappable, ax=axes, shrink=0.8)
+    return _finish(fig, out, dpi)
+
+
+def plot_image_rows(
+    rows: Sequence[torch.Tensor | np.ndarray],
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    *,
+    dpi: int = 100,
+) -> Figure | Path:
+    """Batches of images as rows of one grid (e.g. unedited | edited | control edit, image by image).
+
+    Args:
+        rows: batches ``(N_i, C, *spatial)`` of one spatial shape; rows may differ in length. A 3-D batch is
+            shown by the central slice normal to its last axis.
+        row_labels: optional label per row (drawn left of the row).
+        title: optional figure title.
+        path: where to write the PNG; ``None`` returns the figure.
+        dpi: resolution of the figure and the PNG.
+
+    Raises:
+        TypeError / ValueError: for a non-sequence, empty rows, bad shapes or a label count other than the rows'.
+    """
+    fn = "plot_image_rows"
+    out = _check_path(path, fn)
+    dpi = _check_dpi(dpi, fn)
+    if isinstance(rows, (torch.Tensor, np.ndarray, str, bytes)) or not isinstance(rows, Sequence) or not rows:
+        raise TypeError(f"{fn}: rows must be a non-empty sequence of (N, C, *spatial) batches, got {type(rows).__name__}.")
+    batches = []
+    for i, batch in enumerate(rows):
+        if not isinstance(batch, (torch.Tensor, np.ndarray)) or batch.ndim not in (4, 5) or batch.shape[0] == 0:
+            got = tuple(batch.shape) if isinstance(batch, (torch.Tensor, np.ndarray)) else type(batch).__name__
+            raise ValueError(f"{fn}: rows[{i}] must be a non-empty batch (N, C, H, W) or (N, C, H, W, D), got {got}.")
+        if batch.ndim == 5:
+            batch = batch[..., batch.shape[-1] // 2]
+        batches.append([_check_image(img, f"rows[{i}][{j}]", fn, 2) for j, img in enumerate(batch)])
+    shapes = {img.shape[1:] for batch in batches for img in batch}
+    if len(shapes) != 1:
+        raise ValueError(f"{fn}: all images must share one spatial shape, got {sorted(shapes)}.")
+    labs = _check_labels(row_labels, len(batches), "row_labels", fn)
+    title = _check_str(title, "title", fn)
+    ncol = max(len(b) for b in batches)
+    fig = _new_figure(_CELL * 0.7 * ncol + (1.0 if labs else 0), _CELL * 0.7 * len(batches) + (0.35 if title else 0), dpi)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    gs = fig.add_gridspec(len(batches), ncol)
+    for r, batch in enumerate(batches):
+        for c, img in enumerate(batch):
+            ax = fig.add_subplot(gs[r, c])
+            _show(ax, img)
+            if c == 0 and labs is not None:
+                ax.set_ylabel(labs[r], fontsize=8)
+    return _finish(fig, out, dpi)
+
+
+def plot_auroc_matrix(
+    auroc: torch.Tensor | np.ndarray,
+    attribute_names: Sequence[str],
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    *,
+    highlight: Sequence[tuple[int, int]] = (),
+    dpi: int = 100,
+) -> Figure | Path:
+    """Heat-map of an attribute x prototype AUROC matrix (rows: attributes, columns: prototypes), 0.5-1.
+
+    Args:
+        auroc: ``(A, K)`` values in [0, 1] (e.g. :class:`monai_patronus.evaluation.AttributeAUROC` ``.auroc``).
+        attribute_names: ``A`` row labels.
+        title: optional figure title.
+        path: where to write the PNG; ``None`` returns the figure.
+        highlight: ``(attribute row, prototype column)`` cells to outline.
+        dpi: resolution of the figure and the PNG.
+
+    Raises:
+        TypeError / ValueError: for a non-array, a matrix that is not 2-D or holds non-finite values, or a
+            label count other than ``A``.
+    """
+    fn = "plot_auroc_matrix"
+    out = _check_path(path, fn)
+    dpi = _check_dpi(dpi, fn)
+    matrix = _as_float_array(auroc, "auroc", fn)
+    if matrix.ndim != 2 or 0 in matrix.shape:
+        raise ValueError(f"{fn}: auroc must be a non-empty (attributes, prototypes) matrix, got shape {matrix.shape}.")
+    if not np.isfinite(matrix).all():
+        raise ValueError(f"{fn}: auroc holds NaN or infinite values; drop or fix those attributes first.")
+    labs = _check_labels(attribute_names, matrix.shape[0], "attribute_names", fn)
+    title = _check_str(title, "title", fn)
+    a, k = matrix.shape
+    fig = _new_figure(min(2.5 + 0.22 * k, 30.0), 1.2 + 0.3 * a, dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(matrix, cmap="viridis", vmin=0.5, vmax=1.0, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(a), labels=labs, fontsize=8)
+    step = max(1, math.ceil(k / 40))
+    ax.set_xticks(range(0, k, step), labels=[str(i) for i in range(0, k, step)], fontsize=7)
+    ax.set_xlabel("prototype", fontsize=8)
+    for row, col in highlight:
+        ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.0))
+    fig.colorbar(image, ax=ax, label="AUROC")
+    if title:
+        ax.set_title(title, fontsize=9)
     return _finish(fig, out, dpi)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from monai_patronus.data.batches import iter_batches
+from monai_patronus.data.batches import gather_images
 from monai_patronus.inferers import PatronusInferer
 from monai_patronus.interpret.editing import extrapolate, interpolate
 from monai_patronus.interpret.emergence import prototype_emergence
@@ -59,7 +59,7 @@ def explain(
     sources = {}
     if provenance_data is not None:
         nearest = find_nearest_patches(network.prototype_encoder, provenance_data, k=top_k, prototypes=chosen)
-        sources = _fetch_images(provenance_data, {m.image_index for ms in nearest.values() for m in ms})
+        sources = gather_images(provenance_data, {m.image_index for ms in nearest.values() for m in ms}, "explain")
     panels, summary = [], []
     for r in results:
         matches = nearest.get(r.prototype, [])
@@ -87,16 +87,6 @@ def explain(
         )
     _write_json(out / "explain.json", {"num_inference_steps": num_inference_steps, "prototypes": summary})
     return plot_prototype_gallery(panels, path=out / "gallery.png", columns=min(4, len(panels)))
-
-
-def _fetch_images(data: Iterable, indices: set[int]) -> dict[int, torch.Tensor]:
-    """A second streaming pass that keeps only the images at the running ``indices`` (not the dataset)."""
-    found = {}
-    for offset, images, _ in iter_batches(data, "explain"):
-        for i in range(images.shape[0]):
-            if offset + i in indices:
-                found[offset + i] = images[i]
-    return found
 
 
 @torch.no_grad()

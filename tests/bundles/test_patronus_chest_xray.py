@@ -175,3 +175,39 @@ def test_explanation_configs_skip_unreadable_images(tmp_path):
         if path.is_file():
             blob = path.read_bytes()
             assert PATIENT_NAME.encode() not in blob and PATIENT_ID.encode() not in blob, path
+
+
+def test_evaluate_config_with_heldout_csv(tmp_path):
+    """evaluate.json on a CheXpert-style CSV (8 rows over the 4 mixed-format files) with a held-out CSV:
+    constant findings are skipped and listed, the report and its figures are written, no identifier leaks."""
+    data = _write_dataset(tmp_path / "data")
+    with open(data / "train.csv") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    cardio, device = header.index("Cardiomegaly"), header.index("Support Devices")
+    lines = [header]
+    for i, row in enumerate(body * 2):
+        row = list(row)
+        row[5:] = [""] * 14
+        row[cardio] = row[device] = "1.0" if i % 2 else "0.0"  # a device exactly when cardiomegaly
+        lines.append(row)
+    for name in ("train.csv", "heldout.csv"):
+        with open(data / name, "w", newline="") as f:
+            csv.writer(f).writerows(lines)
+    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), image_size=64, num_workers=0,
+                  batch_size=4, num_inference_steps=2, inversion_iterations=0)
+    run_bundle("patronus_chest_xray", ["train.json"], **common, max_epochs=1, epoch_length=1, grid_interval=100)
+    run_bundle("patronus_chest_xray", ["train.json", "evaluate.json"], **common, probe_folds=2, num_pairs=1,
+               num_counterfactual=2, heldout_csv_path=str(data / "heldout.csv"))
+    out = tmp_path / "out" / "evaluation"
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["num_images"] == 8 and result["num_heldout_images"] == 8
+    assert result["attribute_auroc"]["names"] == ["Cardiomegaly", "Support Devices"]
+    assert len(result["attribute_auroc"]["skipped"]) == 12
+    assert [p["attributes"] for p in result["shortcuts"]][0] in (["Cardiomegaly", "Support Devices"],
+                                                                ["Support Devices", "Cardiomegaly"])
+    assert (out / "evaluation.md").is_file() and (out / "counterfactual_1.png").is_file()
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert PATIENT_NAME.encode() not in blob and PATIENT_ID.encode() not in blob, path

@@ -80,3 +80,27 @@ def test_explanation_configs(tmp_path):
     run_bundle("patronus_natural", [*configs, "sample.json"], num_samples=2, **common)
     for name in ("gallery.png", "emergence.png", "extrapolation.png", "interpolation.png", "samples.png"):
         assert (tmp_path / "out" / "interpret" / name).is_file(), name
+
+
+def test_evaluate_config_writes_the_report(tmp_path):
+    """Fashion-MNIST's class-index labels become one-vs-rest attributes; the whole report is written."""
+    import json
+
+    data = tmp_path / "data"
+    _, labels = write_fashion_mnist(data, n=40)
+    configs = ["train.json", "fashion_mnist.json"]
+    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), num_workers=0, num_inference_steps=2)
+    run_bundle("patronus_natural", configs, **(FAST | common | dict(grid_interval=100)))
+    run_bundle("patronus_natural", [*configs, "evaluate.json"], probe_folds=2, num_pairs=1, num_counterfactual=2,
+               evaluate_batch_size=16, **common)
+    out = tmp_path / "out" / "evaluation"
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["num_images"] == 40
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    counts = np.bincount(labels, minlength=10)
+    kept = [c for c, n in zip(classes, counts) if 2 <= n <= 38]  # both classes at least twice (2 folds)
+    assert result["linear_probe_auroc"]["names"] == kept
+    assert set(result["attribute_auroc"]["names"]) == {c for c, n in zip(classes, counts) if 0 < n < 40}
+    assert result["timings_s"]["encode"] > 0 and result["reconstruction"]["num_images"] == 16
+    assert (out / "evaluation.md").read_text().startswith("# Patronus on fashion_mnist")
+    assert (out / "auroc_heatmap.png").is_file() and (out / "shortcuts.md").is_file()

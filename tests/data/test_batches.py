@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 
-from monai_patronus.data import iter_batches, pick_images, unpack_batch
+from monai_patronus.data import gather_images, iter_batches, pick_images, unpack_batch
 
 
 def test_unpack_batch_forms_give_plain_images_and_extras():
@@ -82,3 +82,12 @@ def test_pick_images_spreads_evenly_and_skips_none():
 def test_pick_images_errors(data, num, error, match):
     with pytest.raises(error, match=match):
         pick_images(data, num)
+
+
+def test_gather_images_keeps_only_the_asked_rows():
+    data = [torch.arange(3.0).view(3, 1, 1, 1), torch.arange(3.0, 5.0).view(2, 1, 1, 1)]
+    got = gather_images(data, [4, 1])
+    assert sorted(got) == [1, 4] and float(got[1]) == 1.0 and float(got[4]) == 4.0
+    assert gather_images(data, []) == {}
+    with pytest.raises(ValueError, match=r"g: indices \[5, 9\] lie beyond the data's 5 images"):
+        gather_images(data, [0, 5, 9], owner="g")

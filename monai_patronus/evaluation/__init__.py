@@ -1,0 +1,78 @@
+"""Diagnosis and evaluation of a trained Patronus model (METHOD.md section 6).
+
+Attribute-prototype analysis (``attributes``), shortcut reports (``shortcuts``), prototype quality:
+linear-probe AUROC and TAD (``quality``), generation metrics: FID, PSNR, SSIM (``generation``), seed
+stability (``stability``), and :func:`evaluate`, which writes all of it for a trained model
+(``workflow``; the bundles' ``evaluate.json``).
+"""
+
+from __future__ import annotations
+
+from .attributes import (
+    AttributeAUROC,
+    LabelledActivations,
+    attribute_auroc,
+    check_activations,
+    check_int,
+    check_labels,
+    encode_labelled,
+    one_hot_classes,
+)
+from .generation import (
+    FeatureExtractor,
+    conditional_fid,
+    extract_features,
+    fid,
+    image_similarity,
+    load_feature_extractor,
+    reconstruction_metrics,
+    unconditional_fid,
+)
+from .quality import ProbeResult, TADResult, linear_probe_auroc, mutual_information_matrix, tad
+from .shortcuts import (
+    ShortcutPair,
+    ShortcutReport,
+    counterfactual_test,
+    fit_activation_probes,
+    rank_shortcut_pairs,
+    shortcut_report,
+    write_shortcut_report,
+)
+from .stability import StabilityResult, match_prototypes, seed_stability
+from .workflow import evaluate, label_names
+
+__all__ = [
+    "AttributeAUROC",
+    "FeatureExtractor",
+    "LabelledActivations",
+    "ProbeResult",
+    "ShortcutPair",
+    "ShortcutReport",
+    "StabilityResult",
+    "TADResult",
+    "attribute_auroc",
+    "check_activations",
+    "check_int",
+    "check_labels",
+    "one_hot_classes",
+    "conditional_fid",
+    "counterfactual_test",
+    "encode_labelled",
+    "evaluate",
+    "extract_features",
+    "fid",
+    "fit_activation_probes",
+    "image_similarity",
+    "label_names",
+    "linear_probe_auroc",
+    "load_feature_extractor",
+    "match_prototypes",
+    "mutual_information_matrix",
+    "rank_shortcut_pairs",
+    "reconstruction_metrics",
+    "seed_stability",
+    "shortcut_report",
+    "tad",
+    "unconditional_fid",
+    "write_shortcut_report",
+]

@@ -1,0 +1,287 @@
+"""``evaluate``: every diagnosis and quality score of a trained Patronus model, written to one folder.
+
+Used by the bundles' ``evaluate.json`` (``python -m monai.bundle run --config_file
+"['configs/train.json','configs/evaluate.json']"``) and callable from Python. Writes:
+
+- ``evaluation.json``: attribute-prototype AUROC, linear-probe AUROC, TAD, the shortcut pairs with their
+  evidence and counterfactuals, reconstruction PSNR/SSIM, FID (with a feature extractor), seed stability
+  (with a second model), and the wall time of each part;
+- ``evaluation.md``: a readable summary linking ``shortcuts.md`` (the shortcut report), ``auroc_heatmap.png``
+  and the counterfactual panels.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from monai_patronus.evaluation.attributes import attribute_auroc, encode_labelled
+from monai_patronus.evaluation.generation import (
+    conditional_fid,
+    load_feature_extractor,
+    reconstruction_metrics,
+    unconditional_fid,
+)
+from monai_patronus.evaluation.quality import linear_probe_auroc, tad
+from monai_patronus.evaluation.shortcuts import shortcut_report, write_shortcut_report
+from monai_patronus.evaluation.stability import seed_stability
+from monai_patronus.handlers.checkpoint import load_network_weights
+from monai_patronus.interpret.workflows import load_prior
+
+__all__ = ["evaluate", "label_names"]
+
+
+def label_names(dataset: object) -> tuple[list[str] | None, list[str] | None]:
+    """``(attribute names, class names)`` a dataset declares: ``attribute_names`` (e.g. CelebA's 40, multi-label)
+    or ``classes`` (class-index labels, e.g. CIFAR-10), looked up on the dataset and on a wrapped
+    ``.dataset``; ``(None, None)`` when it declares neither."""
+    for obj in (dataset, getattr(dataset, "dataset", None)):
+        names = getattr(obj, "attribute_names", None)
+        if names:
+            return list(names), None
+    for obj in (dataset, getattr(dataset, "dataset", None)):
+        classes = getattr(obj, "classes", None)
+        if classes:
+            return None, [str(c) for c in classes]
+    return None, None
+
+
+def evaluate(
+    network: nn.Module,
+    inferer,
+    data: Iterable,
+    output_dir: str | Path,
+    *,
+    names: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    heldout_data: Iterable | None = None,
+    label_key: str = "label",
+    image_key: str = "image",
+    uncertain: str = "error",
+    on_constant: str = "skip",
+    top_n: int = 3,
+    num_pairs: int = 3,
+    num_counterfactual: int = 16,
+    counterfactual_depth: int | None = None,
+    extrapolate_to: float | None = 3.0,
+    image_judges: Mapping | None = None,
+    folds: int = 5,
+    max_samples: int = 10000,
+    num_inference_steps: int = 50,
+    num_reconstruction_batches: int | None = 1,
+    feature_extractor: str | nn.Module | None = None,
+    num_fid_batches: int | None = None,
+    prior: object | str | Path | None = None,
+    num_fid_samples: int = 1000,
+    compare_network: nn.Module | str | Path | None = None,
+    seed: int = 0,
+    title: str = "Patronus evaluation",
+) -> dict:
+    """Encode the labelled data, score prototype quality, find shortcuts and write the report.
+
+    Args:
+        network, inferer: the trained model (eval mode is set here).
+        data: the analysed labelled data (the model's training distribution): an iterable of dict batches
+            with ``image_key`` and ``label_key``, e.g. a ``DataLoader`` without shuffling.
+        output_dir: where the files go (created).
+        names, classes: attribute names of multi-label ``(B, A)`` labels, or class names of class-index
+            labels (one-vs-rest attributes); see :func:`label_names`.
+        heldout_data: optional held-out labelled data in which the attributes are independent; its images
+            are also the counterfactual's (else the analysed data's).
+        label_key, image_key: keys of the batches.
+        uncertain, on_constant: label handling (see :func:`monai_patronus.evaluation.check_labels`,
+            :func:`monai_patronus.evaluation.attribute_auroc`); constant attributes are skipped (and listed) by
+            default.
+        top_n, num_pairs, num_counterfactual, counterfactual_depth, extrapolate_to, image_judges: the
+            shortcut report (:func:`monai_patronus.evaluation.shortcut_report`).
+        folds, max_samples: linear-probe AUROC and TAD (METHOD.md section 6: 5 folds, first 10,000 samples).
+        num_inference_steps: DDIM steps for edits, reconstructions and generation.
+        num_reconstruction_batches: batches of ``data`` for reconstruction PSNR/SSIM (``None``: all; 0: skip).
+        feature_extractor: a TorchScript path or a module for FID (none: FID is skipped); nothing is downloaded.
+        num_fid_batches: batches of ``data`` for FID (``None``: all).
+        prior: an :class:`~monai_patronus.interpret.ActivationPrior`, or the path ``train_prior`` wrote, for
+            unconditional FID.
+        num_fid_samples: unconditional samples for FID.
+        compare_network: a second model (another seed) for seed stability, or its checkpoint file or folder
+            (loaded into a copy of ``network``).
+        seed: for probes, generation noise and the counterfactual.
+        title: the report's heading.
+
+    Returns:
+        the content of ``evaluation.json`` (also written), with ``"files"`` listing what was written.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    network.eval()
+    if isinstance(prior, (str, Path)):
+        prior = load_prior(prior)
+    if isinstance(compare_network, (str, Path)):
+        checkpoint = compare_network
+        compare_network = copy.deepcopy(network)
+        load_network_weights(compare_network, checkpoint)
+        compare_network.eval()
+    timings: dict[str, float] = {}
+    result: dict = {"settings": {"top_n": top_n, "num_pairs": num_pairs, "num_counterfactual": num_counterfactual,
+                                 "extrapolate_to": extrapolate_to,
+                                 "folds": folds, "max_samples": max_samples, "num_inference_steps": num_inference_steps,
+                                 "uncertain": uncertain, "on_constant": on_constant, "seed": seed}}
+
+    start = time.perf_counter()
+    analysed = encode_labelled(network, data, label_key, image_key, names=names, uncertain=uncertain, classes=classes)
+    timings["encode"] = time.perf_counter() - start
+    result["num_images"] = len(analysed)
+    result["images_per_second"] = len(analysed) / max(timings["encode"], 1e-9)
+    held = None
+    if heldout_data is not None:
+        start = time.perf_counter()
+        held = encode_labelled(network, heldout_data, label_key, image_key, names=names, uncertain=uncertain,
+                               classes=classes)
+        timings["encode_heldout"] = time.perf_counter() - start
+        result["num_heldout_images"] = len(held)
+
+    start = time.perf_counter()
+    auroc = attribute_auroc(analysed.activations, analysed.labels, analysed.names, on_constant=on_constant)
+    result["attribute_auroc"] = auroc.to_dict()
+    result["top_prototypes"] = {n: auroc.top(n, top_n) for n in auroc.names}
+    probe = linear_probe_auroc(analysed.activations, analysed.labels, analysed.names, folds=folds,
+                               max_samples=max_samples, seed=seed, on_constant=on_constant)
+    result["linear_probe_auroc"] = probe.to_dict()
+    result["tad"] = tad(analysed.activations, analysed.labels, analysed.names, max_samples=max_samples,
+                        on_constant=on_constant).to_dict()
+    timings["quality"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    kept = [analysed.names.index(n) for n in auroc.names]
+    heldout_pair = None
+    if held is not None:
+        heldout_pair = (held.activations, held.labels[:, kept])
+    cf_data, cf_labels = (heldout_data, held.labels) if held is not None else (data, analysed.labels)
+    report = shortcut_report(
+        network, inferer, analysed.activations, analysed.labels[:, kept], list(auroc.names), top_n=top_n,
+        heldout=heldout_pair, images=cf_data, image_labels=cf_labels[:, kept], num_pairs=num_pairs,
+        num_counterfactual=num_counterfactual, extrapolate_to=extrapolate_to, image_judges=image_judges, num_inference_steps=num_inference_steps,
+        depth=counterfactual_depth, uncertain=uncertain, on_constant="error", seed=seed, image_key=image_key,
+    )
+    paths = write_shortcut_report(report, out, title=f"{title}: shortcut report")
+    result["shortcuts"] = report.to_dict()["pairs"]
+    timings["shortcut_report"] = time.perf_counter() - start
+
+    if num_reconstruction_batches != 0:
+        start = time.perf_counter()
+        result["reconstruction"] = reconstruction_metrics(
+            network, inferer, _first_batches(data, num_reconstruction_batches), num_inference_steps, image_key=image_key
+        )
+        timings["reconstruction"] = time.perf_counter() - start
+    if feature_extractor is not None:
+        start = time.perf_counter()
+        extractor = load_feature_extractor(feature_extractor) if isinstance(feature_extractor, (str, Path)) else feature_extractor
+        fid_data = _first_batches(data, num_fid_batches)
+        result["fid"] = {"conditional": conditional_fid(network, inferer, fid_data, extractor, num_inference_steps,
+                                                        seed=seed, image_key=image_key)}
+        if prior is not None:
+            result["fid"]["unconditional"] = unconditional_fid(network, inferer, prior, extractor, fid_data,
+                                                               num_fid_samples, num_inference_steps, seed=seed,
+                                                               image_key=image_key)
+        timings["fid"] = time.perf_counter() - start
+    if compare_network is not None:
+        start = time.perf_counter()
+        result["seed_stability"] = seed_stability(network, compare_network, data, image_key=image_key).to_dict()
+        timings["seed_stability"] = time.perf_counter() - start
+
+    result["timings_s"] = timings
+    result["files"] = {k: str(v) for k, v in paths.items()}
+    result = _finite(result)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=1))
+    (out / "evaluation.md").write_text(_markdown(result, title, top_n))
+    result["files"]["evaluation_json"] = str(out / "evaluation.json")
+    result["files"]["evaluation_md"] = str(out / "evaluation.md")
+    return result
+
+
+def _first_batches(data: Iterable, count: int | None) -> Iterable:
+    if count is None:
+        return data
+
+    class _First:
+        def __iter__(self):
+            for i, batch in enumerate(data):
+                if i >= count:
+                    break
+                yield batch
+
+    return _First()
+
+
+def _finite(value: object) -> object:
+    """JSON-safe: NaN/inf floats become ``None``, numpy scalars Python numbers, tuples lists."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, torch.Tensor):
+        return _finite(value.tolist())
+    return value
+
+
+def _markdown(result: dict, title: str, top_n: int) -> str:
+    lines = [f"# {title}", "", f"{result['num_images']} images analysed"
+             + (f", {result['num_heldout_images']} held out" if "num_heldout_images" in result else "")
+             + f"; encoding at {result['images_per_second']:.1f} images/s.", ""]
+    probe, t = result["linear_probe_auroc"], result["tad"]
+    lines += ["## Prototype quality (InfoDiffusion protocol)", "",
+              f"- Linear-probe AUROC (mean over attributes, {probe.get('folds', '?')}-fold): {_num(probe.get('mean'))}",
+              f"- TAD: {_num(t.get('tad'))}; attributes captured: {len(t.get('captured', []))} "
+              f"({', '.join(t.get('captured', [])) or 'none'})", "",
+              f"| attribute | top-{top_n} prototypes (AUROC) | linear probe AUROC |", "|---|---|---|"]
+    probe_auroc = dict(zip(probe.get("names", []), probe.get("auroc", [])))
+    for name, top in result["top_prototypes"].items():
+        tops = ", ".join(f"{k} ({a:.2f})" for k, a in top)
+        lines.append(f"| {name} | {tops} | {_num(probe_auroc.get(name))} |")
+    skipped = result["attribute_auroc"].get("skipped") or {}
+    if skipped:
+        lines += ["", "Skipped attributes: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())]
+    lines += ["", "## Shortcuts", ""]
+    if result["shortcuts"]:
+        for i, pair in enumerate(result["shortcuts"], start=1):
+            a, b = pair["attributes"]
+            cf = pair.get("counterfactual")
+            effect = ""
+            if cf:
+                e = cf["edits"][-1]
+                effect = "; prototype {} {} flips {} in {:.0%} and {} in {:.0%} of images (control: {:.0%})".format(
+                    cf["prototype"], e["label"], a, e["attributes"][a]["flip_rate"], b, e["attributes"][b]["flip_rate"],
+                    e["control"]["attributes"][b]["flip_rate"])
+            lines.append(f"{i}. **{a} <-> {b}**: score {pair['score']:.3f}, shared prototypes "
+                         f"{pair['shared_prototypes']}{effect}.")
+        lines += ["", "Full evidence: [shortcuts.md](shortcuts.md)."]
+    else:
+        lines.append("No attribute pair shares a top prototype.")
+    if "reconstruction" in result:
+        r = result["reconstruction"]
+        lines += ["", "## Generation", "", f"- Reconstruction ({r['num_images']} images): PSNR {_num(r['psnr'])} dB, "
+                  f"SSIM {_num(r['ssim'])}"]
+    if "fid" in result:
+        lines += ["- FID: " + ", ".join(f"{k} {_num(v)}" for k, v in result["fid"].items())]
+    if "seed_stability" in result:
+        st = result["seed_stability"]
+        lines += ["", "## Seed stability", "", f"- Mean matched prototype correlation: {_num(st.get('mean_correlation'))}"]
+    lines += ["", "## Wall time (s)", "", ", ".join(f"{k} {v:.1f}" for k, v in result["timings_s"].items()), ""]
+    return "\n".join(lines)
+
+
+def _num(value: object) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
