@@ -25,3 +25,12 @@ def trained_digits():
     images, _ = load_digits_images(size=16, num_images=16)
     net, inferer, losses = train_tiny_patronus(images, steps=300, batch_size=32, lr=1e-3, seed=0)
     return images, net, inferer, losses
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: intra-op threading only adds overhead (several-fold on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

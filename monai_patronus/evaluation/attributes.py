@@ -239,6 +239,15 @@ def check_activations(
     return array
 
 
+def skip_attribute(owner: str, on_constant: str, name: str, reason: str, skipped: dict[str, str], problem: str) -> None:
+    """Apply the ``on_constant`` policy to an attribute that cannot be scored: ``"error"`` raises
+    ``ValueError("{owner}: attribute {name!r} {problem}.")``; ``"skip"`` logs a warning and records ``reason``."""
+    if on_constant == "error":
+        raise ValueError(f"{owner}: attribute {name!r} {problem}.")
+    logger.warning("%s: skipped attribute %r (%s).", owner, name, reason)
+    skipped[name] = reason
+
+
 def check_int(owner: str, name: str, value: object, minimum: int, allow_none: bool = False) -> int | None:
     """``value`` as an int ``>= minimum`` (or ``None`` when allowed); TypeError / ValueError naming it otherwise."""
     if allow_none and value is None:
@@ -379,7 +388,7 @@ def one_hot_classes(indices: object, classes: Sequence[str], owner: str = "one_h
     if not valid.all():
         row = int(np.flatnonzero(~valid)[0])
         raise ValueError(
-            f"{owner}: class label {array[row]!r} at row {row} is not an integer index in [0, {len(names)}) "
+            f"{owner}: class label {array[row].item()!r} at row {row} is not an integer index in [0, {len(names)}) "
             f"for classes {names}; fix the labels or the class list."
         )
     return np.eye(len(names))[array.astype(np.int64)], names
@@ -511,13 +520,9 @@ def attribute_auroc(
         n, n_pos = int(labelled.sum()), int(positive.sum())
         if n_pos == 0 or n_pos == n:
             reason = f"{n} labelled samples, {n_pos} positive and {n - n_pos} negative; both classes are needed"
-            if on_constant == "error":
-                raise ValueError(
-                    f"{owner}: attribute {name!r} is constant or unlabelled ({reason}); drop it or pass "
-                    "on_constant='skip' to leave it out of the result."
-                )
-            logger.warning("%s: skipped attribute %r (%s).", owner, name, reason)
-            skipped[name] = reason
+            skip_attribute(owner, on_constant, name, reason, skipped,
+                           f"is constant or unlabelled ({reason}); drop it or pass on_constant='skip' to leave it "
+                           "out of the result")
             continue
         key = labelled.tobytes()
         if key not in rank_cache:

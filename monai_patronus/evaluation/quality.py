@@ -26,11 +26,11 @@ from sklearn.preprocessing import StandardScaler
 
 from monai_patronus.evaluation.attributes import (
     check_int,
+    skip_attribute,
     CONSTANT_POLICIES,
     attribute_auroc,
     check_activations,
     check_labels,
-    logger,
 )
 
 __all__ = ["ProbeResult", "TADResult", "linear_probe_auroc", "mutual_information_matrix", "tad"]
@@ -175,13 +175,9 @@ def linear_probe_auroc(
                 f"{n} labelled samples, {n_pos} positive and {n - n_pos} negative; {folds}-fold stratified "
                 f"cross-validation needs at least {folds} of each class"
             )
-            if on_constant == "error":
-                raise ValueError(
-                    f"{owner}: attribute {name!r} has too few samples of a class ({reason}); lower folds, give "
-                    "more labelled samples, or pass on_constant='skip' to leave it out."
-                )
-            logger.warning("%s: skipped attribute %r (%s).", owner, name, reason)
-            skipped[name] = reason
+            skip_attribute(owner, on_constant, name, reason, skipped,
+                           f"has too few samples of a class ({reason}); lower folds, give more labelled samples, or "
+                           "pass on_constant='skip' to leave it out")
             continue
         scores = []
         for train, test in splitter.split(x_a, y_a):

@@ -17,7 +17,8 @@ cardiomegaly; hair colour standing in for smiling). The evidence, per attribute 
    attribute, regenerate them from their DDIM inversion, and measure how often the judged ``A`` and ``B``
    change against the unedited regeneration. Judges are linear probes on the activations of the
    regenerated images, fitted on the analysed data, or user-supplied classifiers on the images. A control
-   edit raises the prototype least associated with either attribute.
+   edit raises the other prototype least associated with either attribute (its AUROCs are reported: when
+   every prototype depicts the pattern, the control flips too, and says so).
 
 Search and scores live here; :func:`write_shortcut_report` renders JSON, Markdown and PNG figures.
 """
@@ -359,7 +360,6 @@ def shortcut_report(
                                 names=names, owner="shortcut_report (image_labels)", uncertain=uncertain)
         img_y = img_y[:, keep]
         judges = fit_activation_probes(activations, y, result.names, seed=seed)
-        control = int(np.argmin(result.auroc.max(axis=0)))  # the prototype least associated with any attribute
         for rank, pair in enumerate(pairs[:num_pairs], start=1):
             a, b = (result.names.index(n) for n in pair.attributes)
             absent = 0.0 if pair.direction > 0 else 1.0
@@ -379,6 +379,10 @@ def shortcut_report(
             pair_judges = {n: judges[n] for n in pair.attributes}
             pair_image_judges = {n: j for n, j in (image_judges or {}).items() if n in pair.attributes}
             k = pair.prototype
+            # control: the other prototype least associated with either attribute of the pair
+            strength = np.maximum(result.auroc[a], result.auroc[b])
+            strength[k] = np.inf
+            control = int(np.argmin(strength)) if result.auroc.shape[1] > 1 else k
             labels_ = ["plausible maximum" if pair.direction > 0 else "plausible minimum"]
             targets = [float(act[:, k].max() if pair.direction > 0 else act[:, k].min())]
             control_targets = [float(act[:, control].max())]
@@ -393,8 +397,14 @@ def shortcut_report(
             for label, test, ctrl in zip(labels_, tests, controls):
                 test["label"] = label
                 test["control"] = ctrl
-            pair.counterfactual = {"prototype": k, "control_prototype": control, "num_images": scores["num_images"],
-                                   "image_rows": rows.tolist(), "edits": tests}
+            pair.counterfactual = {
+                "prototype": k,
+                "control_prototype": control,
+                "control_auroc": {n: float(result.auroc[x, control]) for n, x in zip(pair.attributes, (a, b))},
+                "num_images": scores["num_images"],
+                "image_rows": rows.tolist(),
+                "edits": tests,
+            }
             edits[rank] = {"unedited": pictures["unedited"], "rows": pictures["edited"][: len(targets)],
                            "labels": labels_, "control": pictures["edited"][-1]}
     settings = {"num_pairs": num_pairs, "num_counterfactual": num_counterfactual, "extrapolate_to": extrapolate_to,
@@ -442,8 +452,9 @@ def write_shortcut_report(report: ShortcutReport, output_dir: str | Path, title:
         if cf:
             lines += [f"- Counterfactual on {cf['num_images']} images showing neither attribute: prototype {cf['prototype']} "
                       f"edited, regenerated from the DDIM inversion and compared with the unedited regeneration; "
-                      f"control: prototype {cf['control_prototype']} (least associated with any attribute), same kind "
-                      "of edit.", "",
+                      f"control: prototype {cf['control_prototype']}, the other prototype least associated with either "
+                      f"attribute (AUROC {a} {cf['control_auroc'][a]:.3f}, {b} {cf['control_auroc'][b]:.3f}), same kind "
+                      "of edit. A control whose AUROCs are high depicts the same pattern and is expected to flip too.", "",
                       "| edit | s_k before -> after | attribute | judge | flip rate | P before -> after | control flip rate |",
                       "|---|---|---|---|---|---|---|"]
             for e in cf["edits"]:

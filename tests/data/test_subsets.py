@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from monai_patronus.data import CHEXPERT_LABELS
 from monai_patronus.data.subsets import (
     SubsetResult,
     as_table,
@@ -18,19 +19,10 @@ from monai_patronus.data.subsets import (
     correlated_subset,
     rule_subset,
 )
+from tests.data.test_natural import CELEBA_ATTRIBUTES
 
-CHEXPERT_LABELS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
-)
-CELEBA_NAMES = (
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
-    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
-    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
-    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
-    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
-).split()
+CELEBA_NAMES = CELEBA_ATTRIBUTES
+
 
 
 def random_table(n=120, seed=0, nan_fraction=0.1) -> pd.DataFrame:

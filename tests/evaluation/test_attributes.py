@@ -115,10 +115,12 @@ def test_attribute_auroc_hand_computed_with_tie():
     assert result.top(0, n=1) == result.top("smile", n=1)
     assert result.num_labelled.tolist() == [6] and result.num_positive.tolist() == [3]
     assert result.num_prototypes == 3
-    # the pairwise reference agrees
+    # the pairwise reference agrees, and the signed AUROC keeps the direction
     for k in range(3):
         u = brute_force_auroc(S6[:, k], Y6)
         assert result.auroc[0, k] == pytest.approx(max(u, 1 - u), abs=1e-12)
+        assert result.signed[0, k] == pytest.approx(u, abs=1e-12)
+    np.testing.assert_allclose(attribute_auroc(-S6, Y6).signed, 1 - result.signed, atol=1e-12)
 
 
 def test_attribute_auroc_matches_brute_force_and_is_symmetric():
@@ -202,15 +204,8 @@ def test_attribute_auroc_bad_inputs_and_to_dict():
 
 
 # ---------------------------------------------------------------------------------------------- encoding
-@pytest.fixture
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
-
-def test_encode_labelled_matches_encode(_one_thread):
+def test_encode_labelled_matches_encode(one_thread):
     torch.manual_seed(0)
     net = tiny_patronus(num_prototypes=6).train()
     images = torch.rand(5, 1, 12, 12) * 2 - 1
@@ -237,7 +232,7 @@ def test_encode_labelled_matches_encode(_one_thread):
     np.testing.assert_array_equal(out.labels[:, 0], [1, 0, 0, 1, 0])
 
 
-def test_encode_labelled_errors(_one_thread):
+def test_encode_labelled_errors(one_thread):
     net = tiny_patronus(num_prototypes=6)
     images = torch.rand(4, 1, 12, 12)
     with pytest.raises(ValueError, match=r"encode_labelled: batch 1 has no key 'label'"):
@@ -252,3 +247,23 @@ def test_encode_labelled_errors(_one_thread):
         encode_labelled(net, [(images, torch.tensor([1, 0, 1, 0]))])
     with pytest.raises(ValueError, match="data yielded no"):
         encode_labelled(net, [])
+
+
+def test_one_hot_classes_and_class_labels_in_encode_labelled(one_thread):
+    from monai_patronus.evaluation.attributes import one_hot_classes
+
+    onehot, names = one_hot_classes(torch.tensor([2, 0, 1, 2]), ["a", "b", "c"])
+    assert names == ["a", "b", "c"] and onehot.tolist() == [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    for bad, match in ((torch.tensor([3]), r"class label 3 at row 0 is not an integer index in \[0, 3\)"),
+                       (np.array([0.5]), "not an integer index"), (np.zeros((2, 2)), r"shape \(N,\)")):
+        with pytest.raises(ValueError, match=match):
+            one_hot_classes(bad, ["a", "b", "c"])
+    with pytest.raises(TypeError, match="classes must be a non-empty sequence"):
+        one_hot_classes([0], "abc")
+    net = tiny_patronus(num_prototypes=4)
+    images = torch.rand(4, 1, 12, 12)
+    batches = [{"image": images[:2], "label": torch.tensor([1, 0])}, {"image": images[2:], "label": torch.tensor([2, 1])}]
+    out = encode_labelled(net, batches, classes=["x", "y", "z"])
+    assert out.names == ["x", "y", "z"] and out.labels.tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]]
+    with pytest.raises(ValueError, match="names .* or classes .*, not both"):
+        encode_labelled(net, batches, classes=["x", "y", "z"], names=["x", "y", "z"])

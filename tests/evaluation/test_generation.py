@@ -25,13 +25,7 @@ from monai_patronus.utils import psnr
 from tests._helpers import randomize_zero_init, tiny_patronus
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks: intra-op threading only adds overhead on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _ConvFeatures(nn.Module):

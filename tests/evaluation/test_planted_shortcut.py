@@ -4,8 +4,7 @@ Training subset (built by ``correlated_subset``): a bright 3x3 marker in the top
 digit is 0-4 ("low"). Held-out subset (``balanced_independent_subset``): marker and label independent. After a
 CI-sized training run, ``evaluate`` must rank marker <-> low first, see that the shared prototype keeps its
 AUROC for the marker but not for the label on held-out data, and the counterfactual (raise the marker
-prototype in held-out images without marker and with a high digit) must change the judged label far more
-often than a control edit. 1,000 training steps (about 2 minutes on 2 cores) are the least at which the
+prototype in held-out images without marker and with a high digit) must turn the judged label to "low". 1,000 training steps (about 2 minutes on 2 cores) are the least at which the
 model draws the marker into an inverted image; it does so past the plausible maximum, at the paper's
 extrapolation value.
 """
@@ -78,10 +77,12 @@ def test_report_ranks_the_planted_shortcut_first_and_the_counterfactual_shows_it
               f"{e['attributes']['low']['p_after']:.2f}); control {cf['control_prototype']}: marker "
               f"{e['control']['attributes']['marker']['flip_rate']:.2f}, label {e['control']['attributes']['low']['flip_rate']:.2f}")
     marker, low = extrapolated["attributes"]["marker"], extrapolated["attributes"]["low"]
-    control = extrapolated["control"]["attributes"]
     assert extrapolated["activation_after"] > extrapolated["activation_before"]  # the edit drew the pattern
     assert marker["flip_rate"] >= 0.75 and low["flip_rate"] >= 0.75  # inserting the marker makes the digit "low"
-    assert control["low"]["flip_rate"] <= 0.25 and control["marker"]["flip_rate"] <= 0.25
+    assert low["p_before"] <= 0.25 and low["p_after"] >= 0.75
+    # dose: at the plausible maximum the inverted image keeps its look; the flips come from the stronger edit
+    assert maximum["attributes"]["low"]["flip_rate"] < low["flip_rate"]
+    assert cf["control_prototype"] != k and set(cf["control_auroc"]) == {"marker", "low"}
 
     written = json.loads((tmp_path / "evaluation.json").read_text())
     assert written["shortcuts"][0]["attributes"] == ["marker", "low"] and written["num_images"] == 160

@@ -82,6 +82,7 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path):
     cf = report.pairs[0].counterfactual
     assert cf["prototype"] == 0 and cf["num_images"] == 3 and cf["image_rows"] == [0, 1, 3]  # neither x nor y
     assert cf["control_prototype"] not in (0, 1)  # s0 and s1 depict x/y and z
+    assert cf["control_auroc"]["x"] < 0.75 and cf["control_auroc"]["y"] < 0.75
     maximum, extrapolated = cf["edits"]
     assert maximum["label"] == "plausible maximum" and maximum["target"] == pytest.approx(float(s[:, 0].max()))
     assert extrapolated["label"] == "extrapolated to 3" and extrapolated["target"] == 3.0

@@ -13,12 +13,7 @@ from monai_patronus.evaluation.stability import StabilityResult, match_prototype
 from tests._helpers import tiny_patronus
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -10,7 +10,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from monai_patronus.interpret.figures import (
+    plot_auroc_matrix,
     plot_emergence_curves,
+    plot_image_rows,
     plot_heatmap,
     plot_prototype_gallery,
     plot_prototype_panel,
@@ -240,3 +242,26 @@ def test_invalid_inputs_name_the_argument(call, error, name):
     with pytest.raises(error) as info:
         call()
     assert name in str(info.value)
+
+
+def test_plot_image_rows_and_auroc_matrix(tmp_path):
+    rows = [torch.rand(3, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1]
+    path = plot_image_rows(rows, row_labels=["a", "b"], title="t", path=tmp_path / "rows.png")
+    _assert_png(path)
+    assert isinstance(plot_image_rows([torch.rand(2, 1, 8, 8, 6)]), Figure)  # 3-D: central slice
+    with pytest.raises(ValueError, match="share one spatial shape"):
+        plot_image_rows([torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9)])
+    with pytest.raises(ValueError, match=r"rows\[0\] must be a non-empty batch"):
+        plot_image_rows([torch.zeros(0, 1, 8, 8)])
+    with pytest.raises(TypeError, match="non-empty sequence"):
+        plot_image_rows(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="row_labels has 1 entries"):
+        plot_image_rows(rows, row_labels=["a"])
+    matrix = np.random.default_rng(0).uniform(0.5, 1.0, (3, 12))
+    _assert_png(plot_auroc_matrix(matrix, ["x", "y", "z"], title="AUROC", highlight=[(0, 3)], path=tmp_path / "m.png"))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        plot_auroc_matrix(np.full((1, 2), np.nan), ["x"])
+    with pytest.raises(ValueError, match="attribute_names has 2 entries"):
+        plot_auroc_matrix(matrix, ["x", "y"])
+    with pytest.raises(ValueError, match=r"\(attributes, prototypes\) matrix"):
+        plot_auroc_matrix(np.zeros(3), ["x", "y", "z"])

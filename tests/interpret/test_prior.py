@@ -18,13 +18,7 @@ SMALL = {"channels": (16, 32, 64), "norm_num_groups": 8}
 TINY = {"channels": (8, 16), "norm_num_groups": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These networks are tiny: intra-op threading only adds overhead (several-fold on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------- network
