@@ -179,7 +179,7 @@ def test_explanation_configs_skip_unreadable_images(tmp_path):
 
 def test_evaluate_config_with_heldout_csv(tmp_path):
     """evaluate.json on a CheXpert-style CSV (8 rows over the 4 mixed-format files) with a held-out CSV:
-    constant findings are skipped and listed, the report and its figures are written, no identifier leaks."""
+    constant findings are skipped and listed, the report is written, no identifier leaks."""
     data = _write_dataset(tmp_path / "data")
     with open(data / "train.csv") as f:
         rows = list(csv.reader(f))
@@ -204,9 +204,12 @@ def test_evaluate_config_with_heldout_csv(tmp_path):
     assert result["num_images"] == 8 and result["num_heldout_images"] == 8
     assert result["attribute_auroc"]["names"] == ["Cardiomegaly", "Support Devices"]
     assert len(result["attribute_auroc"]["skipped"]) == 12
-    assert [p["attributes"] for p in result["shortcuts"]][0] in (["Cardiomegaly", "Support Devices"],
-                                                                ["Support Devices", "Cardiomegaly"])
-    assert (out / "evaluation.md").is_file() and (out / "counterfactual_1.png").is_file()
+    # one step at lr 1e-5 leaves the encoder at its initialisation: on these near-identical phantoms every
+    # prototype ties across images (AUROC exactly 0.5), and the report must not invent a shortcut from ties
+    assert all(v == 0.5 for row in result["attribute_auroc"]["auroc"] for v in row)
+    assert result["shortcuts"] == []
+    assert "No attribute pair shares a top prototype" in (out / "evaluation.md").read_text()
+    assert (out / "shortcuts.md").is_file() and (out / "auroc_heatmap.png").is_file()
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
             blob = path.read_bytes()
