@@ -226,32 +226,11 @@ def test_unconditional_fid_end_to_end(model, images):
     s = net.encode(images).detach()
     prior, _ = fit_activation_prior(s, epochs=1, batch_size=6, channels=(8,), norm_num_groups=4, num_train_timesteps=10)
     fx = FeatureExtractor(_ConvFeatures(), channels=3)
-    value = unconditional_fid(
-        net,
-        inferer,
-        prior,
-        fx,
-        images,
-        num_samples=4,
-        num_inference_steps=2,
-        prior_inference_steps=2,
-        generation_batch_size=3,
-    )
+    settings = dict(num_samples=4, num_inference_steps=2, prior_inference_steps=2, generation_batch_size=3)
+    value = unconditional_fid(net, inferer, prior, fx, images, **settings)
     assert isinstance(value, float) and math.isfinite(value) and value >= 0
     real = extract_features(fx, images)
-    again = unconditional_fid(
-        net,
-        inferer,
-        prior,
-        fx,
-        images,
-        num_samples=4,
-        num_inference_steps=2,
-        prior_inference_steps=2,
-        generation_batch_size=3,
-        real_features=real,
-    )
-    assert again == value
+    assert unconditional_fid(net, inferer, prior, fx, images, real_features=real, **settings) == value
     # a one-shot iterator of batches is read once (shape from its first batch, features from all)
     once = unconditional_fid(
         net,
