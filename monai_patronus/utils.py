@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["psnr", "save_png_grid"]
+__all__ = ["json_safe", "psnr", "save_png_grid"]
+
+
+def json_safe(value: object, digits: int | None = None) -> object:
+    """``value`` made JSON-serialisable: dict keys as str, tuples/arrays/tensors as lists, numpy scalars as
+    Python numbers, NaN/inf floats as ``None`` (never NaN in a report), floats rounded to ``digits`` if given."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, digits) for v in value]
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return json_safe(value.tolist(), digits)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if not math.isfinite(value):
+            return None
+        return round(value, digits) if digits is not None else value
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:

@@ -31,3 +31,18 @@ def test_png_grid_pixels(tmp_path):
     assert (img[1:4, 1:4] == 0).all() and (img[5:8, 1:4] == 255).all() and (img[5:8, 5:8] == 255).all()
     with pytest.raises(ValueError, match="every row must be"):
         save_png_grid([row1, torch.zeros(1, 2, 3, 3)], tmp_path / "bad.png")
+
+
+def test_json_safe_never_writes_nan():
+    import json
+
+    import numpy as np
+    import torch
+
+    from monai_patronus.utils import json_safe
+
+    value = {1: (np.float32(0.1234567), np.nan, np.int64(3)), "t": torch.tensor([1.5, float("inf")]), "a": np.ones(2)}
+    out = json_safe(value, digits=3)
+    assert out == {"1": [0.123, None, 3], "t": [1.5, None], "a": [1.0, 1.0]}
+    json.dumps(out, allow_nan=False)
+    assert json_safe(np.float64(0.1234567)) == 0.1234567

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from torch import nn
 
 from monai_patronus.data.batches import gather_images
 from monai_patronus.data.subsets import pair_statistics
+from monai_patronus.utils import json_safe
 from monai_patronus.evaluation.attributes import AttributeAUROC, attribute_auroc, check_activations, check_int, check_labels
 
 __all__ = [
@@ -99,7 +99,7 @@ class ShortcutReport:
 
     def to_dict(self) -> dict:
         """JSON-serialisable content (floats rounded to 6 digits)."""
-        return _clean(
+        return json_safe(
             {
                 "settings": self.settings | {"top_n": self.top_n},
                 "attributes": list(self.auroc.names),
@@ -107,7 +107,8 @@ class ShortcutReport:
                 "auroc": self.auroc.to_dict(),
                 "heldout_auroc": self.heldout.to_dict() if self.heldout is not None else None,
                 "pairs": [asdict(p) for p in self.pairs],
-            }
+            },
+            digits=6,
         )
 
 
@@ -488,17 +489,3 @@ def _as_numpy(value: object) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().double().numpy()
     return np.asarray(value, dtype=np.float64)
-
-
-def _clean(value: object) -> object:
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else round(float(value), 6)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    return value

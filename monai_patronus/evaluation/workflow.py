@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
 from monai_patronus.evaluation.attributes import attribute_auroc, encode_labelled
@@ -35,6 +32,7 @@ from monai_patronus.evaluation.shortcuts import shortcut_report, write_shortcut_
 from monai_patronus.evaluation.stability import seed_stability
 from monai_patronus.handlers.checkpoint import load_network_weights
 from monai_patronus.interpret.workflows import load_prior
+from monai_patronus.utils import json_safe
 
 __all__ = ["evaluate", "label_names"]
 
@@ -198,7 +196,7 @@ def evaluate(
 
     result["timings_s"] = timings
     result["files"] = {k: str(v) for k, v in paths.items()}
-    result = _finite(result)
+    result = json_safe(result)
     (out / "evaluation.json").write_text(json.dumps(result, indent=1))
     (out / "evaluation.md").write_text(_markdown(result, title, top_n))
     result["files"]["evaluation_json"] = str(out / "evaluation.json")
@@ -218,23 +216,6 @@ def _first_batches(data: Iterable, count: int | None) -> Iterable:
                 yield batch
 
     return _First()
-
-
-def _finite(value: object) -> object:
-    """JSON-safe: NaN/inf floats become ``None``, numpy scalars Python numbers, tuples lists."""
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, torch.Tensor):
-        return _finite(value.tolist())
-    return value
 
 
 def _markdown(result: dict, title: str, top_n: int) -> str:
