@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test benchmark clean
+.PHONY: demo test review benchmark clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(STAMP)
 # pytest exits 5 when it collects no test, which fails this target like any other failure
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
+
+# the clinicians' review notebook, on the demo's registered model (run `make demo` first)
+review: $(STAMP)
+	$(VENV)/bin/python -m pip install -e ".[notebooks]"
+	$(VENV)/bin/jupyter notebook notebooks/prototype_review.ipynb
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_core.py

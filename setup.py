@@ -13,9 +13,9 @@ extras = {
     "natural": ["torchvision>=0.17"],
     # readers used through MONAI transforms (DICOM, NIfTI, MHA/NRRD); nilearn ships the MNI152 demo data
     "medical": ["nibabel>=5.0", "pydicom>=3.0", "SimpleITK>=2.3", "nilearn>=0.10", "pandas>=1.5"],
-    "tracking": ["mlflow>=2.10"],
-    "notebooks": ["jupyter", "nbclient>=0.9", "nbformat>=5.9", "ipykernel", "matplotlib>=3.7"],
-    "test": ["pytest>=7.4"],
+    # to open the review notebooks interactively (the tests execute them headless with nbclient)
+    "notebooks": ["jupyter", "nbclient>=0.9", "nbformat>=5.9", "ipykernel"],
+    "test": ["pytest>=7.4", "nbclient>=0.9", "nbformat>=5.9", "ipykernel"],
 }
 # the tests exercise every loader and bundle
 extras["test"] += extras["natural"] + extras["medical"]
@@ -44,6 +44,8 @@ setup(
         # `python -m monai.bundle` needs fire; MONAI's diffusion U-Net attention needs einops
         "fire>=0.5",
         "einops>=0.7",
+        # every training bundle tracks its run, provenance and model in MLflow by default
+        "mlflow>=3.0",
     ],
     extras_require=extras,
 )

@@ -34,3 +34,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tracked_demo(tmp_path_factory):
+    """The demo bundle trained for two short epochs with MLflow tracking on (its own SQLite store), shared by
+    the tracking, registry and notebook tests: ``{"output_dir", "dataset_dir", "tracking_uri", "run_id",
+    "model_name", "workflow"}``. Tests that change the registry register their own model names."""
+    import json
+
+    from tests.bundles._workflow import run_bundle
+
+    out = tmp_path_factory.mktemp("tracked_demo")
+    data = tmp_path_factory.mktemp("tracked_demo_data")
+    wf = run_bundle(
+        "patronus_demo", ["train.json"], output_dir=str(out), dataset_dir=str(data), tracking_enabled=True,
+        max_epochs=2, epoch_length=1, num_inference_steps=3, grid_images=2, grid_interval=1, provenance_top_k=3,
+        provenance_interval=2,
+    )
+    record = json.loads((out / "mlflow_run.json").read_text())
+    return {
+        "output_dir": out,
+        "dataset_dir": data,
+        "tracking_uri": record["tracking_uri"],
+        "run_id": record["run_id"],
+        "model_name": record["registered_model_name"],
+        "workflow": wf,
+    }

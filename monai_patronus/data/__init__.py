@@ -12,7 +12,7 @@ from .medical import (
     ToChannelsd,
     medical_image_transforms,
 )
-from .mni152 import mni152_template_path, prepare_mni152_slices, prepare_mni152_volumes
+from .mni152 import MNI152_SLICE_ATTRIBUTES, mni152_slice_attributes, mni152_template_path, prepare_mni152_slices, prepare_mni152_volumes
 from .readers import DICOM_TECHNICAL_TAGS, DicomReader, MedicalImageReader, SimpleITKReader
 from .subsets import (
     SubsetResult,
@@ -72,6 +72,8 @@ __all__ = [
     "pick_images",
     "unpack_batch",
     "load_digits_images",
+    "MNI152_SLICE_ATTRIBUTES",
+    "mni152_slice_attributes",
     "mni152_template_path",
     "prepare_mni152_slices",
     "prepare_mni152_volumes",

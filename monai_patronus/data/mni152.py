@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from monai.utils import optional_import
 
-__all__ = ["mni152_template_path", "prepare_mni152_slices", "prepare_mni152_volumes"]
+__all__ = ["MNI152_SLICE_ATTRIBUTES", "mni152_slice_attributes", "mni152_template_path", "prepare_mni152_slices", "prepare_mni152_volumes"]
 
 logger = logging.getLogger("monai_patronus.data")
 
@@ -100,6 +100,29 @@ def prepare_mni152_slices(
     _atomic_write(manifest, lambda tmp: Path(tmp).write_text(json.dumps(datalist, indent=1)))
     logger.info("MNI152 demo data: %d PNG slices in %s", len(datalist), output_dir)
     return datalist
+
+
+#: attributes of a demo slice, known from its id: its plane, and whether it lies in the upper half of its axis
+MNI152_SLICE_ATTRIBUTES = ("sagittal", "coronal", "axial", "upper_half")
+
+
+def mni152_slice_attributes(ids) -> tuple[np.ndarray, list[str]]:
+    """Binary attributes of demo slices from their ids (``mni152_t1_axA_NNN``), for attribute-prototype analysis
+    of the demo model: ``(labels (N, 4) float32, names)`` with the columns of :data:`MNI152_SLICE_ATTRIBUTES`
+    (axis 0, 1, 2 of the RAS template are the sagittal, coronal and axial planes).
+
+    Raises:
+        ValueError: naming an id that is not a demo slice's.
+    """
+    shape = (197, 233, 189)  # the template's voxel grid (nilearn's 2009a 1-mm templates)
+    labels = []
+    for image_id in ids:
+        parts = str(image_id).rsplit("_", 2)
+        if len(parts) != 3 or parts[1] not in ("ax0", "ax1", "ax2") or not parts[2].isdigit():
+            raise ValueError(f"mni152_slice_attributes: {image_id!r} is not a demo slice id (mni152_t1_axA_NNN).")
+        axis, index = int(parts[1][2]), int(parts[2])
+        labels.append([float(axis == 0), float(axis == 1), float(axis == 2), float(index >= shape[axis] / 2)])
+    return np.asarray(labels, dtype=np.float32).reshape(-1, 4), list(MNI152_SLICE_ATTRIBUTES)
 
 
 def prepare_mni152_volumes(output_dir: str | Path, kinds: tuple[str, ...] = ("t1", "gm", "wm")) -> list[dict]:

@@ -76,6 +76,11 @@ _IDENTIFYING_WORDS = re.compile(
     r"Patient|Institution|Physician|Operator|Accession|Station|Address|Telephone|Serial|Comment|Description"
     r"|Name|Identifier|ID$|IDs$|Birth|Ethnic|Occupation|Admitting|Requesting|Performing|Referring"
 )
+# the header elements the DICOM reader's meta dict is made of (MONAI's prune_metadata set): orientation,
+# position and spacing, and the geometry items of enhanced multi-frame functional groups
+_GEOMETRY_TAGS = (0x00200037, 0x00200032, 0x00280030)
+_FUNCTIONAL_GROUPS = (0x52009229, 0x52009230)
+_FUNCTIONAL_GROUP_GEOMETRY = (0x00209116, 0x00209113, 0x00289110)
 _GEOMETRY_WITH_PATIENT_IN_NAME = frozenset(
     {"ImageOrientationPatient", "ImagePositionPatient", "PatientOrientation", "PatientPosition"}
 )
@@ -291,7 +296,24 @@ class DicomReader(PydicomReader):
         return has_pydicom and all(_looks_like_dicom(f"{f}") for f in ensure_tuple(filename))
 
     def _get_meta_dict(self, img) -> dict:
-        meta = super()._get_meta_dict(img)  # geometry only (prune_metadata=True)
+        # MONAI's PydicomReader converts the whole header to JSON before pruning it, and pydicom logs the value
+        # of any invalid element it meets (e.g. a UID with letters): identifiers in the training log. Convert
+        # the geometry alone (what prune_metadata keeps), with only the geometry items of functional groups.
+        geometry = pydicom.Dataset()
+        for tag in _GEOMETRY_TAGS:
+            if tag in img:
+                geometry[tag] = img[tag]
+        for tag in _FUNCTIONAL_GROUPS:
+            if tag in img:
+                items = []
+                for item in img[tag].value:
+                    kept = pydicom.Dataset()
+                    for sub in _FUNCTIONAL_GROUP_GEOMETRY:
+                        if sub in item:
+                            kept[sub] = item[sub]
+                    items.append(kept)
+                geometry.add_new(tag, "SQ", items)
+        meta = geometry.to_json_dict(suppress_invalid_tags=True)
         for keyword in self.keep_tags:
             value = _plain_value(img.get(keyword, None))
             if value is not None:

@@ -62,7 +62,7 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | Path, key: 
 
 class AtomicCheckpointSaver:
     """Save ``{name: obj.state_dict()}`` and the trainer's state every ``save_interval`` epochs as
-    ``checkpoint_epoch=N.pt``; optionally resume from the latest one when the run starts.
+    ``checkpoint_epoch=N.pt`` (and after the last epoch in any case); optionally resume from the latest one when the run starts.
 
     Args:
         save_dir: folder for the checkpoints (created if missing).
@@ -99,11 +99,17 @@ class AtomicCheckpointSaver:
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self)
+        engine.add_event_handler(Events.COMPLETED, self._save_final)
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load_latest)
 
     def __call__(self, engine) -> None:
         if is_main_process():
+            self.save(engine.state.epoch, engine)
+
+    def _save_final(self, engine) -> None:
+        # the last epoch is always saved, also when it is not a multiple of save_interval
+        if is_main_process() and not (self.save_dir / f"checkpoint_epoch={engine.state.epoch}.pt").exists():
             self.save(engine.state.epoch, engine)
 
     def load_latest(self, engine) -> str | None:

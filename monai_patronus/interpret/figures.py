@@ -704,34 +704,56 @@ def plot_image_rows(
     title: str | None = None,
     path: str | os.PathLike | None = None,
     *,
+    boxes: Sequence[Sequence[object]] | None = None,
+    captions: Sequence[Sequence[str]] | None = None,
     dpi: int = 100,
 ) -> Figure | Path:
     """Batches of images as rows of one grid (e.g. unedited | edited | control edit, image by image).
 
     Args:
         rows: batches ``(N_i, C, *spatial)`` of one spatial shape; rows may differ in length. A 3-D batch is
-            shown by the central slice normal to its last axis.
+            shown by the slice normal to its last axis through the box centre (the central slice without a box).
         row_labels: optional label per row (drawn left of the row).
         title: optional figure title.
         path: where to write the PNG; ``None`` returns the figure.
+        boxes: optional box per image (``boxes[i][j]`` for ``rows[i][j]``, ``None`` for none), one half-open
+            ``(start, stop)`` per spatial axis, drawn in red (e.g. provenance patches on their source images).
+        captions: optional caption per image, drawn under it.
         dpi: resolution of the figure and the PNG.
 
     Raises:
-        TypeError / ValueError: for a non-sequence, empty rows, bad shapes or a label count other than the rows'.
+        TypeError / ValueError: for a non-sequence, empty rows, bad shapes, a label, box or caption count other
+            than the rows', or a box outside its image.
     """
     fn = "plot_image_rows"
     out = _check_path(path, fn)
     dpi = _check_dpi(dpi, fn)
     if isinstance(rows, (torch.Tensor, np.ndarray, str, bytes)) or not isinstance(rows, Sequence) or not rows:
         raise TypeError(f"{fn}: rows must be a non-empty sequence of (N, C, *spatial) batches, got {type(rows).__name__}.")
-    batches = []
+    for name, per_image in (("boxes", boxes), ("captions", captions)):
+        if per_image is not None and (
+            not isinstance(per_image, Sequence) or len(per_image) != len(rows)
+            or any(not isinstance(r, Sequence) or len(r) != len(rows[i]) for i, r in enumerate(per_image))
+        ):
+            raise ValueError(f"{fn}: {name} must hold one entry per image of each row (rows have lengths "
+                             f"{[len(r) for r in rows]}), got {per_image!r:.200}.")
+    batches, drawn_boxes = [], []
     for i, batch in enumerate(rows):
         if not isinstance(batch, (torch.Tensor, np.ndarray)) or batch.ndim not in (4, 5) or batch.shape[0] == 0:
             got = tuple(batch.shape) if isinstance(batch, (torch.Tensor, np.ndarray)) else type(batch).__name__
             raise ValueError(f"{fn}: rows[{i}] must be a non-empty batch (N, C, H, W) or (N, C, H, W, D), got {got}.")
-        if batch.ndim == 5:
-            batch = batch[..., batch.shape[-1] // 2]
-        batches.append([_check_image(img, f"rows[{i}][{j}]", fn, 2) for j, img in enumerate(batch)])
+        row_images, row_boxes = [], []
+        for j, img in enumerate(batch):
+            box = None
+            if boxes is not None and boxes[i][j] is not None:
+                box = _check_box(boxes[i][j], tuple(img.shape[1:]), fn, f"boxes[{i}][{j}]")
+            if img.ndim == 4:  # 3-D: the slice through the box centre (or the middle), its box in-plane
+                z = (box[2][0] + box[2][1] - 1) // 2 if box is not None else img.shape[-1] // 2
+                img, box = img[..., z], (box[:2] if box is not None else None)
+            row_images.append(_check_image(img, f"rows[{i}][{j}]", fn, 2))
+            row_boxes.append(box)
+        batches.append(row_images)
+        drawn_boxes.append(row_boxes)
     shapes = {img.shape[1:] for batch in batches for img in batch}
     if len(shapes) != 1:
         raise ValueError(f"{fn}: all images must share one spatial shape, got {sorted(shapes)}.")
@@ -746,6 +768,10 @@ def plot_image_rows(
         for c, img in enumerate(batch):
             ax = fig.add_subplot(gs[r, c])
             _show(ax, img)
+            if drawn_boxes[r][c] is not None:
+                _draw_box(ax, drawn_boxes[r][c], (0, 1), None, (), "red")
+            if captions is not None:
+                ax.set_xlabel(str(captions[r][c]), fontsize=6)
             if c == 0 and labs is not None:
                 ax.set_ylabel(labs[r], fontsize=8)
     return _finish(fig, out, dpi)

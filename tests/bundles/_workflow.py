@@ -13,7 +13,11 @@ BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
 
 def run_bundle(bundle: str, configs: list[str], **overrides) -> ConfigWorkflow:
-    """initialize / run / finalize a bundle's configs (merged in order) with ``overrides``."""
+    """initialize / run / finalize a bundle's configs (merged in order) with ``overrides``.
+
+    MLflow tracking is off unless a test asks for it (``tracking_enabled=True``): the tracking tests cover it,
+    and a tracked run costs a store, a provenance pass and a logged model."""
+    overrides.setdefault("tracking_enabled", False)
     root = BUNDLES / bundle
     workflow = ConfigWorkflow(
         config_file=[str(root / "configs" / c) for c in configs],
@@ -29,7 +33,10 @@ def run_bundle(bundle: str, configs: list[str], **overrides) -> ConfigWorkflow:
 
 
 def run_cli(bundle: str, args: list[str], nproc: int | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run`` (or under ``torchrun`` with ``nproc`` processes) in the bundle folder."""
+    """``python -m monai.bundle run`` (or under ``torchrun`` with ``nproc`` processes) in the bundle folder;
+    MLflow tracking is off unless ``args`` turn it on (``--tracking_enabled true``)."""
+    if "--tracking_enabled" not in args:
+        args = [*args, "--tracking_enabled", "false"]
     launcher = [sys.executable, "-m"]
     if nproc:
         launcher += ["torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}", "-m"]

@@ -143,11 +143,19 @@ def test_inference_and_two_process_training(tmp_path):
         "patronus_chest_xray",
         ["--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--output_dir", str(tmp_path / "ddp"),
          "--dataset_dir", str(data), "--image_size", "64", "--max_epochs", "1", "--epoch_length", "1", "--batch_size", "2",
-         "--num_workers", "0", "--grid_interval", "100"],
+         "--num_workers", "0", "--grid_interval", "100", "--tracking_enabled", "true", "--provenance_top_k", "1"],
         nproc=2,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["checkpoint_epoch=1.pt"]
+    # rank 0 alone tracks: one run, one registered version, provenance from the whole dataset (not one shard)
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'ddp' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("patronus_chest_xray").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert [str(v.version) for v in client.search_model_versions("name='patronus-chest-xray'")] == ["1"]
+    assert runs[0].data.tags["data.num_items"] == "4"
 
 
 def test_explanation_configs_skip_unreadable_images(tmp_path):

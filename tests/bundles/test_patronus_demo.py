@@ -121,7 +121,8 @@ def test_killed_run_resumes_from_last_good_checkpoint(tmp_path, dataset_dir):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     saved = sorted(p.name for p in ckpts.iterdir() if not p.name.startswith("."))
-    assert 1 <= len(saved) <= 2
+    # the newest checkpoint is written before the oldest is pruned, so a kill between the two leaves keep + 1
+    assert 1 <= len(saved) <= 3, saved
     for name in saved:  # nothing truncated: every visible checkpoint loads completely
         assert set(torch.load(ckpts / name, weights_only=True)) == {"network", "optimizer", "trainer"}
     last = int(latest_checkpoint(ckpts).split("=")[-1][:-3])

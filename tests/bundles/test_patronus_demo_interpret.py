@@ -32,7 +32,8 @@ def test_explain_emergence_and_edit_configs(trained_bundle, dims):
     root, data = trained_bundle
     extra = ["train_3d.json"] if dims == "3d" else []
     common = dict(output_dir=str(root / dims), dataset_dir=data, **FAST)
-    run_bundle("patronus_demo", ["train.json", *extra, "explain.json"], interpret_num_images=3, explain_prototypes=[0, 2], **common)
+    run_bundle("patronus_demo", ["train.json", *extra, "explain.json"], interpret_num_images=3, explain_prototypes=[0, 2],
+               provenance_top_k=3, **common)
     out = root / dims / "interpret"
     _png(out / "gallery.png")
     summary = json.loads((out / "explain.json").read_text())

@@ -25,9 +25,20 @@ SHAPES = {"cifar10": (3, 32, 32), "fashion_mnist": (1, 32, 32), "celeba": (3, 64
 def test_each_dataset_config_trains_one_iteration(tmp_path, name):
     data = tmp_path / "data"
     WRITERS[name](data)
+    tracked = name == "cifar10"  # one dataset also runs the MLflow tracking (fingerprint of the dataset folder)
     wf = run_bundle(
-        "patronus_natural", ["train.json", f"{name}.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data), **FAST
+        "patronus_natural", ["train.json", f"{name}.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data),
+        tracking_enabled=tracked, provenance_top_k=1, **FAST
     )
+    if tracked:
+        import mlflow
+
+        from monai_patronus.tracking import dataset_fingerprint
+
+        client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+        run = client.search_runs([client.get_experiment_by_name("patronus_natural_cifar10").experiment_id])[0]
+        assert run.data.tags["data.files_sha256"] == dataset_fingerprint(data)["files_sha256"]
+        assert client.get_model_version_by_alias("patronus-natural-cifar10", "candidate").run_id == run.info.run_id
     parser = wf.parser
     assert parser.get_parsed_content("dataset_name") == name
     batch = next(iter(parser.get_parsed_content("train#dataloader")))

@@ -32,3 +32,17 @@ def test_invalid_arguments(tmp_path, kwargs, words):
         prepare_mni152_slices(tmp_path, **kwargs)
     with pytest.raises(ValueError, match="kind"):
         mni152_template_path("t2")
+
+
+def test_slice_attributes_from_ids():
+    import nibabel as nib
+
+    from monai_patronus.data import MNI152_SLICE_ATTRIBUTES, mni152_slice_attributes, mni152_template_path
+
+    shape = nib.load(str(mni152_template_path("t1"))).shape  # the grid the attribute thresholds assume
+    assert shape == (197, 233, 189)
+    labels, names = mni152_slice_attributes(["mni152_t1_ax0_040", "mni152_t1_ax1_118", "mni152_t1_ax2_094", "mni152_t1_ax2_095"])
+    assert names == list(MNI152_SLICE_ATTRIBUTES)
+    assert labels.tolist() == [[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 1, 1]]
+    with pytest.raises(ValueError, match="not a demo slice id"):
+        mni152_slice_attributes(["patient1/view1"])

@@ -1,0 +1,86 @@
+"""The MLflow model registry for Patronus: candidate after training, champion after an approved review."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+__all__ = ["CANDIDATE", "CHAMPION", "download_run_artifact", "load_patronus", "model_version", "register_candidate"]
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+
+
+def _client(tracking_uri: str | None) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+
+
+def model_version(name: str, alias_or_version: str | int, tracking_uri: str | None = None):
+    """``(client, ModelVersion)`` of registered model ``name`` at an alias or a version number.
+
+    Raises:
+        TypeError: a name that is not a string.
+        ValueError: the model, alias or version does not exist (naming what does).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"model_version: name must be a registered model's name (a non-empty str), got {name!r}.")
+    client = _client(tracking_uri)
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as err:
+        raise ValueError(f"model_version: no registered model {name!r} in {client.tracking_uri}.") from err
+    try:
+        if isinstance(alias_or_version, int) or (isinstance(alias_or_version, str) and alias_or_version.isdigit()):
+            return client, client.get_model_version(name, str(alias_or_version))
+        return client, client.get_model_version_by_alias(name, alias_or_version)
+    except MlflowException as err:
+        raise ValueError(
+            f"model_version: model {name!r} has no version or alias {alias_or_version!r}; its aliases are "
+            f"{sorted(registered.aliases)}."
+        ) from err
+
+
+def register_candidate(client: mlflow.MlflowClient, model_uri: str, name: str, tags: dict | None = None):
+    """Register a logged model (``ModelInfo.model_uri``) as a new version of ``name``, tagged, and point the
+    ``candidate`` alias at it. Returns the new ``ModelVersion``."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
+    finally:
+        mlflow.set_tracking_uri(previous)
+    client.set_registered_model_alias(name, CANDIDATE, mv.version)
+    return client.get_model_version(name, mv.version)
+
+
+def download_run_artifact(client: mlflow.MlflowClient, run_id: str, artifact: str) -> Path:
+    """Download one artifact of a run into a fresh temporary folder; returns its local path.
+
+    Raises:
+        ValueError: the run has no such artifact.
+    """
+    try:
+        return Path(client.download_artifacts(run_id, artifact, tempfile.mkdtemp(prefix="patronus_")))
+    except (MlflowException, OSError) as err:
+        raise ValueError(f"run {run_id} has no artifact {artifact!r}; was it trained with tracking on?") from err
+
+
+def load_patronus(name: str, alias_or_version: str | int = CHAMPION, tracking_uri: str | None = None):
+    """Load a registered Patronus model for Python use (reviews, notebooks): ``(model, ModelVersion)``.
+
+    ``model`` is the loaded :class:`~monai_patronus.tracking.pyfunc.PatronusModel`: ``model.network`` and
+    ``model.inferer`` work with every ``monai_patronus.interpret`` function, and ``model.config`` holds the
+    logged model config (``image_shape``, ``num_prototypes``, ...).
+    """
+    _, mv = model_version(name, alias_or_version, tracking_uri)
+    previous = mlflow.get_tracking_uri()
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return loaded.unwrap_python_model(), mv
