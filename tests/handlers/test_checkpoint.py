@@ -107,3 +107,11 @@ def test_invalid_arguments(tmp_path):
         AtomicCheckpointSaver(tmp_path, {"trainer": torch.nn.Linear(1, 1)})
     with pytest.raises(ValueError, match="keep_last must be an int >= 1, got 0"):
         AtomicCheckpointSaver(tmp_path, {"n": torch.nn.Linear(1, 1)}, keep_last=0)
+
+
+def test_last_epoch_is_saved_even_between_intervals(tmp_path):
+    net, opt, trainer = _setup(max_epochs=3)
+    AtomicCheckpointSaver(tmp_path, {"network": net, "optimizer": opt}, save_interval=2, keep_last=5).attach(trainer)
+    trainer.run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
+    assert torch.load(tmp_path / "checkpoint_epoch=3.pt", weights_only=True)["trainer"]["iteration"] == 6  # 3 epochs of 2
