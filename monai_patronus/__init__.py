@@ -2,6 +2,8 @@
 
 Sub-packages mirror MONAI's namespaces: ``networks``, ``inferers``, ``losses``, ``engines``, ``handlers``,
 ``data``; ``interpret`` explains a trained model and ``evaluation`` diagnoses and scores it.
+``tracking`` (MLflow runs, provenance, registry, reviews) imports MLflow and is imported on its own:
+``import monai_patronus.tracking``.
 """
 
 from __future__ import annotations
