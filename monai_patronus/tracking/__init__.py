@@ -11,7 +11,15 @@ from .handler import PatronusTrackingHandler, check_tracking_uri, default_tracki
 from .privacy import KEY_ENV, Pseudonymizer, pseudonymizer_for
 from .provenance import PROVENANCE_ARTIFACT, ModelProvenance, model_provenance, prototype_provenance
 from .pyfunc import PatronusModel, log_patronus_model
-from .registry import CANDIDATE, CHAMPION, download_run_artifact, load_patronus, model_version, register_candidate
+from .registry import (
+    CANDIDATE,
+    CHAMPION,
+    download_run_artifact,
+    load_patronus,
+    model_version,
+    register_candidate,
+    tracking_uri_scope,
+)
 from .review import VERDICTS, load_review, promote_to_champion, save_review
 
 __all__ = [
@@ -42,4 +50,5 @@ __all__ = [
     "pseudonymizer_for",
     "register_candidate",
     "save_review",
+    "tracking_uri_scope",
 ]

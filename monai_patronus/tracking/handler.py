@@ -31,7 +31,7 @@ from monai_patronus.tracking.config import bundle_config_record, find_bundle_par
 from monai_patronus.tracking.fingerprint import dataset_fingerprint
 from monai_patronus.tracking.privacy import Pseudonymizer, pseudonymizer_for
 from monai_patronus.tracking.provenance import PROVENANCE_ARTIFACT, prototype_provenance
-from monai_patronus.tracking.registry import CANDIDATE, register_candidate
+from monai_patronus.tracking.registry import CANDIDATE, register_candidate, tracking_uri_scope
 
 __all__ = ["PatronusTrackingHandler", "check_tracking_uri", "default_tracking_uri", "git_commit"]
 
@@ -145,6 +145,9 @@ class PatronusTrackingHandler(MLFlowHandler):
             ``<output_dir>/pseudonym.key`` (created; never logged).
         config: the configuration to log; in a bundle run, the bundle's merged config is found by itself.
         iteration_log: log the loss every iteration (or a filter ``(engine, iteration) -> bool``).
+        resume: continue the latest unfinished run (killed or failed) of this experiment and output folder,
+            as ``--resume true`` continues training from its checkpoint; a new run when there is none.
+            Params are immutable in MLflow, so values that changed go to the ``patronus.resumed_params`` tag.
     """
 
     def __init__(
@@ -166,8 +169,10 @@ class PatronusTrackingHandler(MLFlowHandler):
         pseudonym_key: bytes | str | None = None,
         config: dict | None = None,
         iteration_log: bool | object = True,
+        resume: bool = False,
     ) -> None:
         self.active = is_main_process()
+        self.resume = bool(resume)
         self.output_dir = Path(output_dir)
         self.tracking_uri = default_tracking_uri(self.output_dir, tracking_uri)
         if not self.active:
@@ -233,14 +238,26 @@ class PatronusTrackingHandler(MLFlowHandler):
         if self.cur_run is not None:  # resumed engine.run() in the same process: same run
             return
         self._set_experiment()
-        self.cur_run = self.client.create_run(self.experiment.experiment_id, run_name=self.run_name)
+        previous = self._unfinished_run() if self.resume else None
+        if previous is not None:  # --resume: the same record continues, as the training does
+            self.cur_run = previous
+            self.client.update_run(previous.info.run_id, status="RUNNING")
+            self.client.set_tag(previous.info.run_id, "patronus.resumed_at_epoch", str(engine.state.epoch))
+            logger.info("resume: continuing MLflow run %s", previous.info.run_id)
+        else:
+            self.cur_run = self.client.create_run(self.experiment.experiment_id, run_name=self.run_name)
         super().start(engine)
         run_id = self.cur_run.info.run_id
         config, resolved = self.config_record
         params = {k: v for k, v in resolved.items() if not isinstance(v, list) or len(str(v)) < 500}
+        logged = self.client.get_run(run_id).data.params
+        changed = {k: v for k, v in params.items() if k in logged and logged[k] != str(json.dumps(v) if isinstance(v, list) else v)}
+        if changed:  # MLflow params are immutable: a resumed run's new values (e.g. max_epochs) become a tag
+            self.client.set_tag(run_id, "patronus.resumed_params", json.dumps(changed))
         self._delete_exist_param_in_dict(params)  # e.g. epoch_length, as the engine ran it
         self._log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items()})
         tags = {
+            "patronus.output_dir": str(self.output_dir.resolve()),
             "patronus.version": _package_version(),
             "mlflow.source.git.commit": git_commit(),
             "torch.version": torch.__version__,
@@ -258,6 +275,16 @@ class PatronusTrackingHandler(MLFlowHandler):
         if self.fingerprint is not None:
             self.client.log_dict(run_id, self.fingerprint, "data/fingerprint.json")
         self._write_run_file()
+
+    def _unfinished_run(self):
+        """The latest run of this experiment and output folder that did not finish (killed or failed)."""
+        runs = self.client.search_runs(
+            [self.experiment.experiment_id],
+            filter_string=f"tags.`patronus.output_dir` = '{self.output_dir.resolve()}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0] if runs and runs[0].info.status != "FINISHED" else None
 
     def _epoch_artifacts(self, engine: Engine) -> None:
         self._log_new_grids()
@@ -319,12 +346,8 @@ class PatronusTrackingHandler(MLFlowHandler):
             config.setdefault("image_shape", list(self.example_images.shape[1:]))
         config.setdefault("num_prototypes", net.prototype_encoder.num_prototypes)
         config.setdefault("num_inference_steps", self.num_inference_steps)
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.tracking_uri)
-        try:
+        with tracking_uri_scope(self.tracking_uri):
             info = log_patronus_model(net, config, artifact_path="model", run_id=self.cur_run.info.run_id)
-        finally:
-            mlflow.set_tracking_uri(previous)
         if self.registered_model_name:
             tags = {
                 "patronus.num_prototypes": net.prototype_encoder.num_prototypes,

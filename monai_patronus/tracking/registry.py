@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
-__all__ = ["CANDIDATE", "CHAMPION", "download_run_artifact", "load_patronus", "model_version", "register_candidate"]
+__all__ = [
+    "CANDIDATE", "CHAMPION", "download_run_artifact", "load_patronus", "model_version", "register_candidate", "tracking_uri_scope",
+]
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+
+
+@contextmanager
+def tracking_uri_scope(uri: str | None) -> Iterator[None]:
+    """Use ``uri`` as MLflow's tracking URI inside the block and restore exactly what was there before.
+
+    ``mlflow.set_tracking_uri`` also writes ``$MLFLOW_TRACKING_URI`` (for subprocesses), so setting the previous
+    URI back would leave the variable set, and every later run in the process would follow it. This restores
+    both the module's URI and the environment variable (set, or unset). ``None`` changes nothing.
+    """
+    if uri is None:
+        yield
+        return
+    from mlflow.tracking._tracking_service import utils
+
+    saved_uri, saved_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_uri)
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 def _client(tracking_uri: str | None) -> mlflow.MlflowClient:
@@ -46,12 +76,8 @@ def model_version(name: str, alias_or_version: str | int, tracking_uri: str | No
 def register_candidate(client: mlflow.MlflowClient, model_uri: str, name: str, tags: dict | None = None):
     """Register a logged model (``ModelInfo.model_uri``) as a new version of ``name``, tagged, and point the
     ``candidate`` alias at it. Returns the new ``ModelVersion``."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    try:
+    with tracking_uri_scope(client.tracking_uri):
         mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
-    finally:
-        mlflow.set_tracking_uri(previous)
     client.set_registered_model_alias(name, CANDIDATE, mv.version)
     return client.get_model_version(name, mv.version)
 
@@ -76,11 +102,6 @@ def load_patronus(name: str, alias_or_version: str | int = CHAMPION, tracking_ur
     logged model config (``image_shape``, ``num_prototypes``, ...).
     """
     _, mv = model_version(name, alias_or_version, tracking_uri)
-    previous = mlflow.get_tracking_uri()
-    if tracking_uri is not None:
-        mlflow.set_tracking_uri(tracking_uri)
-    try:
+    with tracking_uri_scope(tracking_uri):
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-    finally:
-        mlflow.set_tracking_uri(previous)
     return loaded.unwrap_python_model(), mv

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from monai_patronus.handlers import latest_checkpoint
-from monai_patronus.tracking import CANDIDATE, Pseudonymizer, dataset_fingerprint, download_run_artifact, model_provenance
+from monai_patronus.tracking import (
+    CANDIDATE,
+    Pseudonymizer,
+    dataset_fingerprint,
+    download_run_artifact,
+    model_provenance,
+    tracking_uri_scope,
+)
 from tests.bundles._workflow import run_bundle, run_cli
 
 SHORT = dict(max_epochs=1, epoch_length=1, num_inference_steps=2, grid_images=2, grid_interval=100, provenance_top_k=1)
@@ -79,11 +86,8 @@ def test_provenance_matches_a_brute_force_search_and_maps_back_with_the_key(trac
 
 
 def test_registry_round_trip_by_alias(tracked_demo):
-    mlflow.set_tracking_uri(tracked_demo["tracking_uri"])
-    try:
+    with tracking_uri_scope(tracked_demo["tracking_uri"]):
         model = mlflow.pyfunc.load_model(f"models:/{tracked_demo['model_name']}@{CANDIDATE}")
-    finally:
-        mlflow.set_tracking_uri(None)
     wf = tracked_demo["workflow"]
     net = wf.parser.get_parsed_content("network_def").eval()
     net.load_state_dict(torch.load(latest_checkpoint(tracked_demo["output_dir"] / "checkpoints"), weights_only=True)["network"])
@@ -154,3 +158,22 @@ def test_logging_failure_at_the_end_keeps_the_checkpoint(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "mlflow.db").exists() and (tmp_path / "elsewhere" / "store.db").is_file()
     runs = _client(other_store).search_runs([_client(other_store).get_experiment_by_name("patronus_demo").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_resumed_training_continues_the_same_run(tmp_path):
+    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(tmp_path / "data"), tracking_enabled=True,
+                  **(SHORT | dict(max_epochs=1)))
+    run_bundle("patronus_demo", ["train.json"], **common)
+    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    client = _client(uri)
+    first = json.loads((tmp_path / "out" / "mlflow_run.json").read_text())["run_id"]
+    client.set_terminated(first, "KILLED")  # as a run whose process died is marked
+    run_bundle("patronus_demo", ["train.json"], **(common | dict(max_epochs=2, resume=True)))
+    run = client.get_run(first)
+    assert json.loads((tmp_path / "out" / "mlflow_run.json").read_text())["run_id"] == first
+    assert run.info.status == "FINISHED" and run.data.tags["patronus.resumed_at_epoch"] == "1"
+    assert [m.step for m in client.get_metric_history(first, "loss")] == [1, 2]  # one record of both parts
+    assert json.loads(run.data.tags["patronus.resumed_params"]) == {"max_epochs": 2, "resume": True}
+    assert [str(v.version) for v in client.search_model_versions("name='patronus-demo'")] == ["2", "1"]
+    run_bundle("patronus_demo", ["train.json"], **(common | dict(max_epochs=3, resume=True)))  # finished: a new run
+    assert json.loads((tmp_path / "out" / "mlflow_run.json").read_text())["run_id"] != first
