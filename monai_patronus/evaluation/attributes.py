@@ -21,6 +21,7 @@ Label convention (the one place it is checked is :func:`check_labels`, which eve
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ __all__ = [
     "UNCERTAIN_POLICIES",
     "AttributeAUROC",
     "LabelledActivations",
+    "attribute_labels",
     "attribute_auroc",
     "check_activations",
     "check_int",
@@ -543,3 +545,34 @@ def attribute_auroc(
         skipped=skipped,
         signed=np.stack(signed).astype(np.float64),
     )
+
+
+def attribute_labels(ids: Sequence[str], table: str | os.PathLike | None) -> tuple[np.ndarray | None, list[str]]:
+    """Attribute labels ``(N, A)`` for images named by ``ids``, from ``table``, and the attribute names.
+
+    Args:
+        ids: the images' ids, in data order.
+        table: ``"mni152"`` for the demo slices (plane and half, from the ids:
+            :func:`monai_patronus.data.mni152_slice_attributes`); a CSV path with an ``id`` column and one
+            column of 0/1 (or NaN, -1) per attribute; or ``None`` for no labels (``(None, [])``).
+
+    Raises:
+        ValueError: a CSV without an ``id`` column, or ids missing from it (naming a few).
+    """
+    if table is None:
+        return None, []
+    if isinstance(table, str) and table == "mni152":
+        from monai_patronus.data import mni152_slice_attributes
+
+        return mni152_slice_attributes(ids)
+    import pandas as pd
+
+    frame = pd.read_csv(table)
+    if "id" not in frame.columns:
+        raise ValueError(f"attribute_labels: {table} has no 'id' column; its columns are {list(frame.columns)}.")
+    frame = frame.set_index(frame["id"].astype(str)).drop(columns="id")
+    missing = [i for i in map(str, ids) if i not in frame.index]
+    if missing:
+        raise ValueError(f"attribute_labels: {len(missing)} id(s) are not in {table}, e.g. {missing[:3]}; add their rows.")
+    frame = frame.loc[list(map(str, ids))]
+    return frame.to_numpy(dtype=np.float32), [str(c) for c in frame.columns]

@@ -20,7 +20,7 @@ from .registry import (
     register_candidate,
     tracking_uri_scope,
 )
-from .review import VERDICTS, load_review, promote_to_champion, save_review
+from .review import VERDICTS, bundle_training_data, load_review, promote_to_champion, save_review
 
 __all__ = [
     "CANDIDATE",
@@ -33,6 +33,7 @@ __all__ = [
     "PatronusTrackingHandler",
     "Pseudonymizer",
     "bundle_config_record",
+    "bundle_training_data",
     "check_tracking_uri",
     "dataset_fingerprint",
     "default_tracking_uri",

@@ -22,10 +22,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import mlflow
+import monai
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 
+import monai_patronus
 from monai_patronus.handlers.utils import is_main_process, unwrap_network
 from monai_patronus.tracking.config import bundle_config_record, find_bundle_parser, literal_config
 from monai_patronus.tracking.fingerprint import dataset_fingerprint
@@ -256,18 +258,16 @@ class PatronusTrackingHandler(MLFlowHandler):
             self.client.set_tag(run_id, "patronus.resumed_params", json.dumps(changed))
         self._delete_exist_param_in_dict(params)  # e.g. epoch_length, as the engine ran it
         self._log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items()})
-        tags = {
-            "patronus.output_dir": str(self.output_dir.resolve()),
-            "patronus.version": _package_version(),
-            "mlflow.source.git.commit": git_commit(),
-            "torch.version": torch.__version__,
-            "monai.version": _package_version("monai"),
-            "pseudonym_key_id": self.pseudonymize.key_id,
-            "patronus.num_prototypes": unwrap_network(self.network).prototype_encoder.num_prototypes,
-        }
         if self.datalist is not None:
             self.fingerprint = dataset_fingerprint(self.datalist)
-            tags.update({f"data.{k}": v for k, v in self.fingerprint.items()})
+        tags = {
+            "patronus.output_dir": str(self.output_dir.resolve()),
+            "patronus.version": monai_patronus.__version__,
+            "mlflow.source.git.commit": git_commit(),
+            "torch.version": torch.__version__,
+            "monai.version": monai.__version__,
+            **self._model_tags(),
+        }
         for key, value in tags.items():
             self.client.set_tag(run_id, key, str(value))
         self.client.log_dict(run_id, config, "config/bundle_config.json")
@@ -349,14 +349,17 @@ class PatronusTrackingHandler(MLFlowHandler):
         with tracking_uri_scope(self.tracking_uri):
             info = log_patronus_model(net, config, artifact_path="model", run_id=self.cur_run.info.run_id)
         if self.registered_model_name:
-            tags = {
-                "patronus.num_prototypes": net.prototype_encoder.num_prototypes,
-                "pseudonym_key_id": self.pseudonymize.key_id,
-                "review.status": "pending",
-                **({f"data.{k}": v for k, v in self.fingerprint.items()} if self.fingerprint else {}),
-            }
+            tags = {**self._model_tags(), "review.status": "pending"}
             self.model_version = register_candidate(self.client, info.model_uri, self.registered_model_name, tags)
         return self.model_version
+
+    def _model_tags(self) -> dict:
+        """What the run and its registered version both carry: prototype count, pseudonym key id, data fingerprint."""
+        return {
+            "patronus.num_prototypes": unwrap_network(self.network).prototype_encoder.num_prototypes,
+            "pseudonym_key_id": self.pseudonymize.key_id,
+            **{f"data.{k}": v for k, v in (self.fingerprint or {}).items()},
+        }
 
     # ----------------------------------------------------------------------------------------- report
     def _where(self) -> str:
@@ -390,11 +393,3 @@ class PatronusTrackingHandler(MLFlowHandler):
             logger.info(line)
         print("\n".join(lines), flush=True)
 
-
-def _package_version(name: str = "monai-patronus") -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "unknown"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from monai_patronus.tracking.registry import CHAMPION, download_run_artifact, model_version
 
-__all__ = ["VERDICTS", "load_review", "promote_to_champion", "save_review"]
+__all__ = ["VERDICTS", "bundle_training_data", "load_review", "promote_to_champion", "save_review"]
 
 VERDICTS = ("accept", "spurious", "unclear")
 
@@ -135,3 +135,29 @@ def promote_to_champion(name: str, version: str | int, tracking_uri: str | None 
     client.set_registered_model_alias(name, CHAMPION, mv.version)
     client.set_model_version_tag(name, mv.version, "review.promoted", review["time"])
     return client.get_model_version(name, mv.version)
+
+
+def bundle_training_data(bundle_dir: str | Path, image_size: int | None = None, dataset_dir: str | Path | None = None):
+    """``(datalist, dataset)`` of a bundle's ``train.json``, read through its own MONAI transforms, for reviewing
+    a model it trained (compare ``dataset_fingerprint(datalist)`` with the model's record first).
+
+    Args:
+        bundle_dir: the bundle folder (holding ``configs/train.json``).
+        image_size: the model's image size (its ``model.config["image_shape"][1]``), if the bundle has one.
+        dataset_dir: the data folder, if not the bundle's default.
+    """
+    from monai.bundle import ConfigParser
+
+    bundle_dir = Path(bundle_dir).resolve()
+    config = bundle_dir / "configs" / "train.json"
+    if not config.is_file():
+        raise ValueError(f"bundle_training_data: {config} does not exist; pass the folder of a training bundle.")
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser.update({"bundle_root": str(bundle_dir)})
+    if image_size is not None:
+        parser.update({"image_size": image_size})
+    if dataset_dir is not None:
+        parser.update({"dataset_dir": str(dataset_dir)})
+    parser.parse()
+    return parser.get_parsed_content("train#datalist"), parser.get_parsed_content("train#dataset")

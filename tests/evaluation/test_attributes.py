@@ -267,3 +267,21 @@ def test_one_hot_classes_and_class_labels_in_encode_labelled(one_thread):
     assert out.names == ["x", "y", "z"] and out.labels.tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]]
     with pytest.raises(ValueError, match="names .* or classes .*, not both"):
         encode_labelled(net, batches, classes=["x", "y", "z"], names=["x", "y", "z"])
+
+
+def test_attribute_labels_from_a_csv_the_demo_ids_or_none(tmp_path):
+    from monai_patronus.evaluation import attribute_labels
+
+    table = tmp_path / "labels.csv"
+    table.write_text("id,pacemaker,cardiomegaly\np1,1,0\np2,0,\np3,-1,1\n")
+    labels, names = attribute_labels(["p3", "p1"], table)  # rows follow the ids, not the file
+    assert names == ["pacemaker", "cardiomegaly"]
+    assert labels.tolist() == [[-1.0, 1.0], [1.0, 0.0]]
+    assert np.isnan(attribute_labels(["p2"], table)[0][0, 1])
+    assert attribute_labels(["mni152_t1_ax2_150"], "mni152")[1][2] == "axial"
+    assert attribute_labels(["x"], None) == (None, [])
+    with pytest.raises(ValueError, match=r"1 id\(s\) are not in .*'p9'"):
+        attribute_labels(["p1", "p9"], table)
+    (tmp_path / "noid.csv").write_text("name,a\np1,1\n")
+    with pytest.raises(ValueError, match="no 'id' column"):
+        attribute_labels(["p1"], tmp_path / "noid.csv")

@@ -55,3 +55,10 @@ def test_bad_verdicts_are_named(review_model):
         load_review("review-test", "gold", uri)
     with pytest.raises(ValueError, match="no registered model"):
         load_review("no-such-model", 1, uri)
+
+
+def test_bundle_training_data_names_a_missing_bundle(tmp_path):
+    from monai_patronus.tracking import bundle_training_data
+
+    with pytest.raises(ValueError, match="configs/train.json does not exist"):
+        bundle_training_data(tmp_path)
