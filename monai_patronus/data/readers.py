@@ -5,9 +5,12 @@ dispatcher that picks the right reader from the file name.
   ``itk`` package, which is much larger). Arrays and affines follow MONAI's reader convention, so a
   volume loads the same through this reader as through ``NibabelReader``.
 - :class:`DicomReader` is MONAI's ``PydicomReader`` (which already applies RescaleSlope/Intercept)
-  plus what X-rays need: MONOCHROME1 images are inverted so that higher means brighter, and the
-  metadata is a whitelist of technical tags, so no patient identifier reaches the ``MetaTensor``
-  meta dict (which ends up in logs, checkpoints and batch dicts).
+  plus what X-rays need: MONOCHROME1 images are inverted so that higher means brighter, multi-frame
+  files come out with the frames as the last spatial axis (like a series), colour files
+  (SamplesPerPixel=3) with their samples as channels, and the metadata is a whitelist of technical
+  tags, so no patient identifier reaches the ``MetaTensor`` meta dict (which ends up in logs,
+  checkpoints and batch dicts). Compressed transfer syntaxes (JPEG-LS, JPEG Lossless, JPEG 2000, ...)
+  are decoded by pydicom's plugins: install the ``medical`` extra, which brings the pylibjpeg decoders.
 - :class:`MedicalImageReader` chooses among these, ``NibabelReader``, ``PILReader`` and
   ``NumpyReader`` by suffix (DICOM also by directory or by the ``DICM`` preamble), so one loader
   handles a mixed datalist without MONAI's try-every-reader fallback.
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 from monai.data import ImageReader, NibabelReader, NumpyReader, PILReader, PydicomReader
 from monai.data.image_reader import _copy_compatible_dict, _stack_images
-from monai.data.utils import orientation_ras_lps
+from monai.data.utils import affine_to_spacing, orientation_ras_lps
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple, optional_import
 
 sitk, has_sitk = optional_import("SimpleITK")
@@ -56,6 +59,7 @@ DICOM_TECHNICAL_TAGS = (
     "PresentationLUTShape",
     "Rows",
     "Columns",
+    "NumberOfFrames",
     "SamplesPerPixel",
     "BitsAllocated",
     "BitsStored",
@@ -264,6 +268,16 @@ class DicomReader(PydicomReader):
     - Projection radiographs (CR/DX) have no ImageOrientationPatient/ImagePositionPatient, for which
       ``PydicomReader`` warns and returns an identity affine; here the affine then assumes the default
       orientation (rows along y, columns along x), origin 0 and PixelSpacing (else ImagerPixelSpacing).
+    - Axes. ``PydicomReader`` returns a single-frame file as ``(columns, rows)`` = ``(x, y)`` (``swap_ij``)
+      and a series directory as ``(x, y, slices)``, but a multi-frame file (pydicom's ``pixel_array`` is
+      ``(frames, rows, columns)``) as ``(rows, frames, columns)``: a silently permuted volume. Here the
+      frames become the last spatial axis, ``(x, y, frames)`` (``out[i, j, k] == pixel_array[k, j, i]``),
+      as for a series, and ``NumberOfFrames`` is always in the meta dict of a multi-frame file (so a 2-D
+      pipeline can say what it got).
+    - Colour. ``PydicomReader`` treats the samples of an RGB file (SamplesPerPixel=3; pydicom converts YBR
+      to RGB) as a spatial axis with ``original_channel_dim="no_channel"``. Here they are the last axis
+      with ``original_channel_dim=-1`` (unless ``channel_dim`` is given), so ``EnsureChannelFirstd`` gives
+      ``(3, x, y[, frames])``. Colour files cannot be stacked with other files as channels.
 
     VOI LUT / windowing is not applied: ``medical_image_transforms`` rescales intensities with robust
     percentiles instead.
@@ -276,7 +290,9 @@ class DicomReader(PydicomReader):
 
     Raises:
         ValueError: when ``keep_tags`` holds an unknown or identifying keyword, or ``prune_metadata``
-            is given.
+            is given. ``get_data`` raises a ``ValueError`` for colour files given together with other
+            files (stacked as channels), and when pydicom's array does not have the shape the header
+            announces.
     """
 
     def __init__(
@@ -318,7 +334,41 @@ class DicomReader(PydicomReader):
             value = _plain_value(img.get(keyword, None))
             if value is not None:
                 meta[keyword] = value
+        frames = _number_of_frames(img)
+        if frames > 1:  # whatever keep_tags says: CheckImaged names it when a 2-D pipeline gets a volume
+            meta["NumberOfFrames"] = frames
         return meta
+
+    def get_data(self, img) -> tuple[np.ndarray, dict]:
+        """``PydicomReader.get_data`` with colour samples as the last (channel) axis: ``(x, y[, z], 3)``,
+        ``original_channel_dim=-1``, ``spatial_shape`` and ``spacing`` without the samples axis.
+
+        Raises:
+            ValueError: colour files or series given together with other files (stacked as channels).
+        """
+        data, meta = super().get_data(img)
+        datasets = img if isinstance(img, (list, tuple)) else [img]
+        first = datasets[0][0] if isinstance(datasets[0], (list, tuple)) else datasets[0]
+        if _samples_per_pixel(first) == 1:
+            return data, meta
+        several = isinstance(img, (list, tuple)) and (not self.has_series or isinstance(img[0], (list, tuple)))
+        if several:
+            raise ValueError(
+                f"DicomReader: colour DICOM (SamplesPerPixel={_samples_per_pixel(first)}) cannot be stacked with "
+                f"other files as channels ({len(datasets)} files or series given); load one colour file or series "
+                "per key."
+            )
+        spatial = list(meta[MetaKeys.SPATIAL_SHAPE])
+        if self.has_series:  # slices (x, y, samples) were stacked on a new last axis: (x, y, samples, slices)
+            data = np.moveaxis(data, 2, -1)
+            del spatial[2]
+        else:
+            del spatial[-1]
+        meta[MetaKeys.SPATIAL_SHAPE] = tuple(spatial)
+        if self.channel_dim is None:
+            meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = -1
+        meta["spacing"] = affine_to_spacing(meta[MetaKeys.ORIGINAL_AFFINE], r=len(spatial))
+        return np.ascontiguousarray(data), meta
 
     def _get_affine(self, metadata: dict, lps_to_ras: bool = True):
         if "00200037" in metadata and "00200032" in metadata:
@@ -331,6 +381,18 @@ class DicomReader(PydicomReader):
 
     def _get_array_data(self, img, filename):
         data = super()._get_array_data(img, filename)
+        if "SegmentSequence" in img:  # DICOM SEG: PydicomReader._get_seg_data splits the frames itself
+            return data
+        frames, samples = _number_of_frames(img), _samples_per_pixel(img)
+        expected = 2 + (frames > 1) + (samples > 1)
+        if data.ndim != expected:
+            raise ValueError(
+                f"DicomReader: the pixel data has shape {tuple(data.shape)}, but the header announces "
+                f"NumberOfFrames={frames}, SamplesPerPixel={samples}, Rows={getattr(img, 'Rows', None)}, "
+                f"Columns={getattr(img, 'Columns', None)}; the file is inconsistent, re-export it."
+            )
+        if frames > 1:  # pydicom: (frames, rows, columns[, samples]) -> (rows, columns, frames[, samples]), as a series
+            data = np.moveaxis(data, 0, 2)
         if self.invert_monochrome1 and str(getattr(img, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
             lo, hi = self._rescaled_range(img)
             data = (lo + hi) - data.astype(np.float32)
@@ -349,6 +411,24 @@ class DicomReader(PydicomReader):
         return min(a, b), max(a, b)
 
 
+def _header_int(img, keyword: str, default: int) -> int:
+    try:
+        value = img.get(keyword, None)
+        return default if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _number_of_frames(img) -> int:
+    """NumberOfFrames of a pydicom dataset (1 when absent or unreadable)."""
+    return max(_header_int(img, "NumberOfFrames", 1), 1)
+
+
+def _samples_per_pixel(img) -> int:
+    """SamplesPerPixel of a pydicom dataset (1 when absent or unreadable)."""
+    return max(_header_int(img, "SamplesPerPixel", 1), 1)
+
+
 def _looks_like_dicom(name: str) -> bool:
     if _full_suffix_match(name, DICOM_SUFFIXES) or os.path.isdir(name):
         return True
@@ -358,14 +438,38 @@ def _looks_like_dicom(name: str) -> bool:
 # ---------------------------------------------------------------------------------------------------- dispatcher
 
 
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _composite_over_black(image):
+    """An image with alpha as ``RGB`` (or ``L`` for grey+alpha) composited over black:
+    ``round(colour * alpha / 255)`` per channel (PIL's alpha is 8-bit, 255 = opaque)."""
+    from PIL import Image
+
+    grey = image.mode in ("LA", "La")
+    array = np.asarray(image.convert("LA" if grey else "RGBA"), dtype=np.float64)
+    colour, alpha = array[..., :-1], array[..., -1:]
+    out = np.floor(colour * (alpha / 255.0) + 0.5).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(out[..., 0] if grey else out))
+
+
 def normalize_pil_mode(image):
-    """``PILReader`` converter: palette (``P``/``PA``), 1-bit and CMYK images to ``RGB``/``L``, grey+alpha
-    (``LA``) to ``L``; other modes (``L``, ``I;16``, ``I``, ``F``, ``RGB``, ``RGBA``) unchanged. Without it a
-    palette PNG would load as palette indices."""
+    """``PILReader`` converter: one documented result per PIL mode.
+
+    - Alpha (``RGBA``, ``LA``, ``PA``, premultiplied ``RGBa``/``La``, and palette images with a transparent
+      colour): composited over black, ``round(colour * alpha / 255)``, to ``RGB`` (``L`` for ``LA``). An
+      opaque alpha (255 everywhere) therefore just disappears; a transparent pixel becomes black. The
+      result is the same for a 1-channel and a 3-channel pipeline.
+    - Palette (``P``), CMYK, YCbCr, HSV, LAB: to ``RGB`` (without it a palette PNG would load as palette
+      indices); 1-bit: to ``L``.
+    - Other modes (``L``, ``I;16``, ``I``, ``F``, ``RGB``) unchanged.
+    """
     mode = image.mode
-    if mode in ("P", "PA", "CMYK", "YCbCr", "HSV", "LAB"):
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        return _composite_over_black(image)
+    if mode in ("P", "CMYK", "YCbCr", "HSV", "LAB"):
         return image.convert("RGB")
-    if mode in ("1", "LA", "La"):
+    if mode == "1":
         return image.convert("L")
     return image
 
@@ -389,7 +493,8 @@ class MedicalImageReader(ImageReader):
     or a file with the ``DICM`` preamble   inverted, rescale applied, no patient tags in meta)
     ``.nii .nii.gz``                       ``nifti_reader`` (MONAI's ``NibabelReader``)
     ``.mha .mhd .nrrd .nhdr``              ``itk_reader`` (:class:`SimpleITKReader`)
-    ``.png .jpg .jpeg .bmp .tif .tiff``    ``pil_reader`` (``PILReader`` with :func:`normalize_pil_mode`)
+    ``.png .jpg .jpeg .bmp .tif .tiff``    ``pil_reader`` (``PILReader`` with :func:`normalize_pil_mode`:
+                                           palette to RGB, alpha composited over black)
     ``.npy .npz``                          ``numpy_reader`` (MONAI's ``NumpyReader``)
     =====================================  ======================================================
 

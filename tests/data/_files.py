@@ -21,6 +21,17 @@ def pydicom_test_file(name: str) -> str:
     return str(path)
 
 
+def pacs_path(root: str | os.PathLike, suffix: str = ".dcm") -> Path:
+    """A PACS-export style path ``root/<PatientID>/<StudyUID>/<SOPUID><suffix>`` (folders created): every
+    component identifies the patient or the study. :data:`PACS_IDENTIFIERS` are strings it contains."""
+    folder = Path(root) / "PIDQX7731" / "1.2.826.0.1.111"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"1.2.826.0.1.222{suffix}"
+
+
+PACS_IDENTIFIERS = ("PIDQX7731", "1.2.826")
+
+
 def mni_template() -> str:
     """nilearn's MNI152 T1 template (197 x 233 x 189, shipped in the wheel)."""
     import nilearn
@@ -37,8 +48,12 @@ def write_dicom(
     bits_stored: int = 12,
     slope: float | None = None,
     intercept: float | None = None,
+    **attributes,
 ) -> str:
-    """A single-frame DX image with patient identifiers, written with pydicom's ``set_pixel_data``."""
+    """A DX image with patient identifiers, written with pydicom's ``set_pixel_data``: ``raw`` is
+    ``(rows, columns)``, ``(frames, rows, columns)`` (multi-frame, NumberOfFrames set), or with
+    ``photometric="RGB"`` ``(rows, columns, 3)`` / ``(frames, rows, columns, 3)`` uint8. ``attributes``:
+    further DICOM keywords and values (e.g. ``InstanceNumber``)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -63,13 +78,15 @@ def write_dicom(
         ds.RescaleSlope = slope
     if intercept is not None:
         ds.RescaleIntercept = intercept
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.save_as(str(path), enforce_file_format=True)
     return str(path)
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> str:
-    """``array`` as ``(H, W)`` grey or ``(H, W, 3)`` RGB uint8 PNG."""
+    """``array`` as ``(H, W)`` grey, ``(H, W, 2)`` grey+alpha, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 PNG."""
     from PIL import Image
 
     Image.fromarray(array).save(str(path))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import shutil
 
 import nibabel as nib
@@ -269,3 +270,157 @@ def test_dicom_reader_affine_for_projection_radiographs(tmp_path, recwarn):
     np.testing.assert_allclose(img.meta["spacing"], [0.143, 0.143])
     np.testing.assert_allclose(img.affine.numpy(), np.diag([-0.143, -0.143, 1.0, 1.0]))  # RAS of LPS axes
     assert not [w for w in recwarn if "ImageOrientationPatient" in str(w.message)]
+
+
+# ---------------------------------------------------------------------------------------------------- DICOM layouts
+
+
+def frames_file(tmp_path, frames=3, rows=20, columns=30) -> tuple[str, np.ndarray]:
+    raw = np.random.default_rng(0).integers(0, 4096, (frames, rows, columns)).astype(np.uint16)
+    return write_dicom(tmp_path / "mf.dcm", raw), raw
+
+
+def test_monai_pydicom_reader_permutes_multi_frame_files(tmp_path):
+    """Documents MONAI 1.6's PydicomReader: a (frames, rows, columns) file comes out (rows, frames, columns)."""
+    path, raw = frames_file(tmp_path)
+    img = LoadImaged("image", reader=PydicomReader())({"image": path})["image"]
+    assert img.shape == (20, 3, 30)
+    np.testing.assert_array_equal(img.numpy(), np.swapaxes(raw, 0, 1))
+
+
+def test_multi_frame_dicom_frames_are_the_last_axis(tmp_path):
+    path, raw = frames_file(tmp_path)
+    pixel_array = pydicom.dcmread(path).pixel_array  # (frames, rows, columns)
+    img = load(path, DicomReader())
+    assert img.shape == (1, 30, 20, 3)  # (channel, x = columns, y = rows, frames)
+    got = img.numpy()[0]
+    for i in range(30):
+        for j in range(20):
+            for k in range(3):
+                assert got[i, j, k] == pixel_array[k, j, i], (i, j, k)
+    assert img.meta["NumberOfFrames"] == 3 and tuple(img.meta["spatial_shape"]) == (30, 20, 3)
+    # the same convention as a single-frame file of one frame and as a series directory of the frames
+    single = load(write_dicom(tmp_path / "one.dcm", raw[1]), DicomReader())
+    np.testing.assert_array_equal(single.numpy()[0], got[..., 1])
+    series = tmp_path / "series"
+    series.mkdir()
+    for k in (2, 0, 1):  # written out of order: the reader sorts by InstanceNumber
+        write_dicom(series / f"s{k}.dcm", raw[k], InstanceNumber=k + 1, ImagePositionPatient=[0.0, 0.0, float(k)],
+                    ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], PixelSpacing=[1.0, 1.0])
+    by_series = load(str(series), DicomReader())
+    assert by_series.shape == img.shape
+    np.testing.assert_array_equal(by_series.numpy(), img.numpy())
+
+
+@pytest.mark.parametrize("name, channels", [("rtdose.dcm", 1), ("SC_rgb_rle_2frame.dcm", 3)])
+def test_multi_frame_pydicom_test_files(name, channels):
+    path = pydicom_test_file(name)
+    ds = pydicom.dcmread(path)
+    pixel_array = ds.pixel_array.astype(np.float64)  # (frames, rows, columns[, samples])
+    if channels == 1:
+        pixel_array = pixel_array[..., None]
+    img = load(path, DicomReader())
+    frames, rows, columns = int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns)
+    assert img.shape == (channels, columns, rows, frames) and img.meta["NumberOfFrames"] == frames
+    got = img.numpy()
+    for c in range(channels):
+        for k in range(frames):
+            for j in range(rows):
+                np.testing.assert_array_equal(got[c, :, j, k], pixel_array[k, j, :, c])
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_rle.dcm", "SC_rgb_small_odd.dcm", "written"])
+def test_rgb_dicom_loads_with_channels(tmp_path, name):
+    if name == "written":
+        rgb = np.random.default_rng(1).integers(0, 256, (5, 7, 3)).astype(np.uint8)
+        path = write_dicom(tmp_path / "rgb.dcm", rgb, "RGB", bits_stored=8)
+    else:
+        path = pydicom_test_file(name)
+    pixel_array = pydicom.dcmread(path).pixel_array  # (rows, columns, 3)
+    rows, columns = pixel_array.shape[:2]
+    img = load(path, DicomReader())
+    assert img.shape == (3, columns, rows)
+    assert img.meta["original_channel_dim"] == -1 and tuple(img.meta["spatial_shape"]) == (columns, rows)
+    assert len(img.meta["spacing"]) == 2
+    np.testing.assert_array_equal(img.numpy(), np.transpose(pixel_array, (2, 1, 0)))
+    # MONAI's PydicomReader takes the samples for a spatial axis (no channel)
+    monai_img = load(path, PydicomReader())
+    assert monai_img.shape == (1, columns, rows, 3)
+
+
+def test_colour_dicom_cannot_be_stacked_as_channels(tmp_path):
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    a = write_dicom(tmp_path / "a.dcm", rgb, "RGB", bits_stored=8)
+    b = write_dicom(tmp_path / "b.dcm", rgb, "RGB", bits_stored=8)
+    with pytest.raises(ValueError, match=r"SamplesPerPixel=3\) cannot be stacked .* one colour file"):
+        LoadImaged("image", reader=DicomReader())({"image": [a, b]})
+    grey = [write_dicom(tmp_path / f"g{i}.dcm", np.full((4, 5), i, np.uint16)) for i in range(2)]
+    stacked = LoadImaged("image", reader=DicomReader())({"image": grey})["image"]
+    assert stacked.shape == (2, 5, 4)  # grey files still stack as channels
+
+
+@pytest.mark.parametrize(
+    "compressed, reference",
+    [
+        ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),  # JPEG-LS lossless (pylibjpeg-libjpeg)
+        ("MR_small_jp2klossless.dcm", "MR_small.dcm"),  # JPEG 2000 lossless (pylibjpeg-openjpeg)
+        ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb_rle.dcm"),  # JPEG Lossless process 14, RGB (pylibjpeg-libjpeg)
+    ],
+)
+def test_compressed_dicom_matches_its_uncompressed_counterpart(compressed, reference, caplog):
+    with caplog.at_level(logging.DEBUG):
+        got = load(pydicom_test_file(compressed), DicomReader())
+    expected = load(pydicom_test_file(reference), DicomReader())
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_lossy_12_bit_jpeg_extended_decodes():
+    path = pydicom_test_file("JPGExtended.dcm")  # JPEG Extended (process 2 and 4), 12-bit
+    img = load(path, DicomReader())
+    np.testing.assert_array_equal(img.numpy()[0], pydicom.dcmread(path).pixel_array.T)
+    assert img.shape == (1, 256, 1024) and float(img.max()) > float(img.min())
+
+
+# ---------------------------------------------------------------------------------------------------- alpha
+
+
+def composite_reference(array: np.ndarray) -> np.ndarray:
+    """Brute force: every colour value times alpha / 255 (alpha last), rounded half up, as uint8."""
+    out = np.zeros(array.shape[:-1] + (array.shape[-1] - 1,), np.uint8)
+    for y in range(array.shape[0]):
+        for x in range(array.shape[1]):
+            alpha = int(array[y, x, -1])
+            for c in range(array.shape[-1] - 1):
+                out[y, x, c] = int(np.floor(int(array[y, x, c]) * alpha / 255 + 0.5))
+    return out
+
+
+@pytest.mark.parametrize("channels", [4, 2])  # RGBA, LA
+def test_alpha_is_composited_over_black(tmp_path, channels):
+    array = np.random.default_rng(2).integers(0, 256, (5, 6, channels)).astype(np.uint8)
+    array[0, :, -1] = 0  # fully transparent: black
+    array[1, :, -1] = 255  # opaque: unchanged
+    img = load(write_png(tmp_path / "a.png", array), MedicalImageReader())
+    expected = composite_reference(array)
+    assert img.shape == (channels - 1, 6, 5)
+    np.testing.assert_array_equal(img.numpy(), np.transpose(expected, (2, 1, 0)))
+    assert not img.numpy()[:, :, 0].any()
+    np.testing.assert_array_equal(img.numpy()[:, :, 1], np.transpose(array[1, :, :-1], (1, 0)))
+
+
+def test_opaque_alpha_just_disappears_and_transparent_palette_is_composited(tmp_path):
+    rgb = np.random.default_rng(3).integers(0, 256, (4, 5, 3)).astype(np.uint8)
+    opaque = np.concatenate([rgb, np.full((4, 5, 1), 255, np.uint8)], axis=-1)
+    by_rgba = load(write_png(tmp_path / "o.png", opaque), MedicalImageReader())
+    by_rgb = load(write_png(tmp_path / "c.png", rgb), MedicalImageReader())
+    np.testing.assert_array_equal(by_rgba.numpy(), by_rgb.numpy())
+
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    palette.putdata([0, 1])
+    palette.info["transparency"] = 1  # palette index 1 is transparent
+    palette.save(tmp_path / "t.png", transparency=1)
+    img = load(str(tmp_path / "t.png"), MedicalImageReader())
+    np.testing.assert_array_equal(img.numpy()[:, :, 0], [[10, 0], [20, 0], [30, 0]])
