@@ -97,11 +97,30 @@ def download_run_artifact(client: mlflow.MlflowClient, run_id: str, artifact: st
 def load_patronus(name: str, alias_or_version: str | int = CHAMPION, tracking_uri: str | None = None):
     """Load a registered Patronus model for Python use (reviews, notebooks): ``(model, ModelVersion)``.
 
-    ``model`` is the loaded :class:`~monai_patronus.tracking.pyfunc.PatronusModel`: ``model.network`` and
+    ``model`` is a loaded :class:`~monai_patronus.tracking.pyfunc.PatronusModel`: ``model.network`` and
     ``model.inferer`` work with every ``monai_patronus.interpret`` function, and ``model.config`` holds the
     logged model config (``image_shape``, ``num_prototypes``, ...).
+
+    Nothing stored in the MLflow store is executed: the model folder is downloaded, and the model is built
+    from its ``model_config`` JSON (every ``_target_`` checked against
+    :data:`~monai_patronus.tracking.pyfunc.ALLOWED_TARGETS`) and its weights (``torch.load(weights_only=True)``)
+    by :meth:`~monai_patronus.tracking.pyfunc.PatronusModel.from_model_dir`. Unlike
+    ``mlflow.pyfunc.load_model``, the model's code file (or the ``python_model.pkl`` of older versions) is
+    neither imported nor unpickled.
+
+    Raises:
+        TypeError / ValueError: no such model, alias or version; or the stored model is not a Patronus model,
+            or its config or weights are invalid or refused (the message names the key and the value).
     """
+    from monai_patronus.tracking.pyfunc import PatronusModel
+
     _, mv = model_version(name, alias_or_version, tracking_uri)
-    with tracking_uri_scope(tracking_uri):
-        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-    return loaded.unwrap_python_model(), mv
+    with tracking_uri_scope(tracking_uri), tempfile.TemporaryDirectory(prefix="patronus_model_") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp)
+        except (MlflowException, OSError) as err:
+            raise ValueError(
+                f"load_patronus: the files of model {name!r} version {mv.version} could not be downloaded: {err}"
+            ) from err
+        model = PatronusModel.from_model_dir(local, where=f"model {name!r} version {mv.version}")
+    return model, mv

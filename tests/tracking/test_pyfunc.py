@@ -1,30 +1,49 @@
-"""The Patronus MLflow pyfunc model: logging, in-process predictions, the registry, and serving over HTTP."""
+"""The Patronus MLflow pyfunc model: logging, in-process predictions, the registry, and serving over HTTP.
+
+Also what a tampered store can and cannot do (F5: models from code, the ``_target_`` allowlist, ``load_patronus``
+running no stored code) and the served model's limits (F8: caps, ranges, the busy answer, non-finite outputs).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
+import yaml
 from mlflow.exceptions import MlflowException
+from mlflow.utils.file_utils import local_file_uri_to_path
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler
 
 from monai_patronus.inferers import PatronusInferer
 from monai_patronus.interpret import edit_images
 from monai_patronus.networks import PatronusUNet, PrototypeEncoder
-from monai_patronus.tracking.pyfunc import PatronusModel, log_patronus_model
+from monai_patronus.tracking import load_patronus
+from monai_patronus.tracking import pyfunc as pyfunc_module
+from monai_patronus.tracking.pyfunc import (
+    ALLOWED_TARGETS,
+    DEFAULT_LIMITS,
+    PatronusModel,
+    default_lock_timeout,
+    log_patronus_model,
+)
 from tests._helpers import randomize_zero_init
 
 NAME = "patronus-test"
@@ -233,6 +252,11 @@ def test_log_patronus_model_validates_config(store):
         ({**MODEL_CONFIG, "scheduler": {**MODEL_CONFIG["scheduler"], "clip_sample": True}}, ValueError, "clip_sample"),
         ({**MODEL_CONFIG, "inferer": {"inversion_steps": 3}}, ValueError, "PatronusInferer does not take"),
         ({**MODEL_CONFIG, "num_inference_steps": 1}, ValueError, r"num_inference_steps'\] must be an int >= 2"),
+        ({**MODEL_CONFIG, "max_batch_size": 0}, ValueError, r"max_batch_size'\] must be an int >= 1, got 0"),
+        ({**MODEL_CONFIG, "max_batch_steps": STEPS - 1}, ValueError,
+         rf"max_batch_steps'\] must be an int >= {STEPS} \(one image at the default num_inference_steps\), got {STEPS - 1}"),
+        ({**MODEL_CONFIG, "network": {**NETWORK_CONFIG, "_target_": "torch.nn.Identity"}}, ValueError,
+         r"model_config\['network'\]\['_target_'\] is 'torch.nn.Identity', which a stored model config may not instantiate"),
     ]
     for config, error, match in cases:
         with pytest.raises(error, match=match):
@@ -251,6 +275,331 @@ def test_log_into_a_given_run_restores_the_active_run(store, logged):
         assert mlflow.active_run().info.run_id == outer.info.run_id
     assert info.run_id == target and client.get_run(target).info.status == "FINISHED"
     assert mlflow.active_run() is None
+
+
+# ---------------------------------------------------------------------- F5: what a writable store can make a loader run
+def _model_folder(info) -> Path:
+    """The logged model's folder in the (local) artifact store: what anyone with write access to the store can change."""
+    return Path(local_file_uri_to_path(mlflow.get_logged_model(info.model_id).artifact_location))
+
+
+@pytest.fixture
+def victim(store, logged):
+    """A fresh registered version of the tiny model, to tamper with in the store."""
+    with mlflow.start_run(experiment_id=store["experiment_id"]):
+        info = log_patronus_model(logged["net"], MODEL_CONFIG, artifact_path="victim", registered_model_name="patronus-victim")
+    folder = _model_folder(info)
+    assert (folder / "artifacts" / "patronus_config.json").is_file() and (folder / "model_code.py").is_file()
+    return {"name": "patronus-victim", "version": info.registered_model_version, "folder": folder}
+
+
+def _write_files(folder: Path, net: torch.nn.Module, config: dict) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path, weights_path = folder / "patronus_config.json", folder / "patronus_weights.pt"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    torch.save(net.state_dict(), weights_path)
+    return config_path, weights_path
+
+
+def _from_files(folder: Path, net: torch.nn.Module, config: dict) -> PatronusModel:
+    return PatronusModel.from_files(*_write_files(folder, net, config))
+
+
+def test_logged_model_is_code_not_a_pickle(logged, tmp_path):
+    local = Path(mlflow.artifacts.download_artifacts(logged["info"].model_uri, dst_path=str(tmp_path)))
+    assert [p.name for p in local.rglob("*.pkl")] == []
+    flavor = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model" and "python_model" not in flavor
+    code = (local / "model_code.py").read_text(encoding="utf-8")
+    assert code == Path(pyfunc_module.__file__).with_name("model_code.py").read_text(encoding="utf-8")
+    stored = json.loads((local / "artifacts" / "patronus_config.json").read_text(encoding="utf-8"))
+    assert stored == {**MODEL_CONFIG, **DEFAULT_LIMITS}  # the limits are written out, not left to defaults
+
+
+@pytest.mark.parametrize(
+    "kind, path",
+    [("subprocess.getoutput", "['network']['encoder']['_target_']"), ("os.system", "['scheduler']['_target_']")],
+)
+def test_crafted_model_config_is_refused_by_every_loader_and_runs_nothing(victim, tmp_path, kind, path):
+    marker, control = tmp_path / "pwned", tmp_path / "control"
+
+    def payload(target: Path) -> dict:
+        argument = "cmd" if kind == "subprocess.getoutput" else "command"
+        return {"_target_": kind, argument: f"touch {target}"}
+
+    ConfigParser(payload(control)).get_parsed_content()  # the payload is live: ConfigParser alone runs it
+    assert control.exists()
+    crafted = copy.deepcopy(MODEL_CONFIG)
+    if kind == "subprocess.getoutput":  # nested inside the network config
+        crafted["network"]["encoder"] = payload(marker)
+    else:
+        crafted["scheduler"] = payload(marker)
+    (victim["folder"] / "artifacts" / "patronus_config.json").write_text(json.dumps(crafted), encoding="utf-8")
+
+    message = (rf"{re.escape(path)} is '{re.escape(kind)}', which a stored model config may not instantiate; "
+               r"the allowed '_target_' values are \[.*'monai_patronus.networks.PatronusUNet'")
+    with pytest.raises(ValueError, match=message):
+        load_patronus(victim["name"], victim["version"])
+    with pytest.raises(ValueError, match=message):
+        mlflow.pyfunc.load_model(f"models:/{victim['name']}/{victim['version']}")
+    assert not marker.exists()
+
+
+def test_load_patronus_runs_no_code_from_the_store(victim, logged, tmp_path):
+    marker = tmp_path / "code-ran"
+    code = victim["folder"] / "model_code.py"
+    tampered = code.read_text(encoding="utf-8") + f"\nimport pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+    code.write_text(tampered, encoding="utf-8")
+    (victim["folder"] / "python_model.pkl").write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    model, mv = load_patronus(victim["name"], victim["version"])
+    assert not marker.exists() and int(mv.version) == int(victim["version"])
+    x = logged["x"].numpy()
+    np.testing.assert_array_equal(model.predict(None, {"image": x}, {"mode": "encode"})["activations"],
+                                  logged["model"].predict({"image": x}, params={"mode": "encode"})["activations"])
+    # the trust boundary the module docstring names: MLflow's own loader imports the stored code file
+    mlflow.pyfunc.load_model(f"models:/{victim['name']}/{victim['version']}")
+    assert marker.exists()
+
+
+def test_load_patronus_round_trips_a_legitimate_model(logged):
+    model, mv = load_patronus(NAME, "candidate")
+    assert isinstance(model, PatronusModel) and int(mv.version) == 1
+    assert model.config == {**MODEL_CONFIG, **DEFAULT_LIMITS} and model.device.type in ("cpu", "cuda")
+    assert isinstance(model.inferer, PatronusInferer) and isinstance(model.inferer.scheduler, DDIMScheduler)
+    for key, value in logged["net"].state_dict().items():
+        torch.testing.assert_close(model.network.state_dict()[key].cpu(), value, rtol=0, atol=0)
+    x = logged["x"].numpy()
+    s = logged["model"].predict({"image": x}, params={"mode": "encode"})["activations"]
+    for request, params in (({"image": x}, {"mode": "encode"}), ({"activations": s}, {"mode": "generate", "seed": 2})):
+        got, expected = model.predict(None, request, params), logged["model"].predict(request, params=params)
+        assert sorted(got) == sorted(expected)
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_from_model_dir_reads_only_the_two_artifacts_inside_the_folder(logged, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=r"no readable MLmodel file"):
+        PatronusModel.from_model_dir(folder)
+    _write_files(tmp_path, logged["net"], MODEL_CONFIG)  # outside the model folder
+    flavor = {"artifacts": {"model_config": {"path": "../patronus_config.json"}, "weights": {"path": "w.pt"}}}
+    (folder / "MLmodel").write_text(yaml.safe_dump({"flavors": {"python_function": flavor}}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"artifact 'model_config' at '../patronus_config.json' is not a file inside the model folder"):
+        PatronusModel.from_model_dir(folder)
+    (folder / "MLmodel").write_text("flavors: {python_function: {loader_module: os}}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"MLmodel names no 'model_config' artifact"):
+        PatronusModel.from_model_dir(folder)
+
+
+_BAD_CONFIGS = [
+    ("network", "_requires_", ["@x"], "['network']['_requires_'] is a ConfigParser directive"),
+    ("network", "_mode_", "callable", "['network']['_mode_'] is 'callable'"),
+    ("encoder", "_mode_", "debug", "['network']['encoder']['_mode_'] is 'debug'"),
+    ("scheduler", "_disabled_", "true", "['scheduler']['_disabled_'] is 'true'"),
+    ("scheduler", "_disabled_", True, "['scheduler']['_disabled_'] is True"),
+    ("scheduler", "_debug_", True, "['scheduler']['_debug_'] is a ConfigParser directive"),
+    ("network", "_args_", [1], "['network']['_args_'] is a ConfigParser directive"),
+    ("encoder", "_target_", "torch.nn.SiLU", "['network']['encoder']['_target_'] is 'torch.nn.SiLU'"),
+    ("scheduler", "_target_", "DDIMScheduler", "['scheduler']['_target_'] is 'DDIMScheduler'"),  # short names: MONAI's lookup
+    ("network", "channels", [8, {"_target_": "os.getcwd"}], "['network']['channels'][1]['_target_'] is 'os.getcwd'"),
+    ("inferer", "extra", {"_target_": "os.getcwd"}, "['inferer']['extra']['_target_'] is 'os.getcwd'"),
+]
+
+
+@pytest.mark.parametrize("part, key, value, message", _BAD_CONFIGS, ids=[f"{c[0]}.{c[1]}={c[2]!r}" for c in _BAD_CONFIGS])
+def test_stored_config_directives_and_targets_are_refused_naming_the_key(logged, tmp_path, part, key, value, message):
+    config = copy.deepcopy(MODEL_CONFIG)
+    section = config["network"]["encoder"] if part == "encoder" else config[part]
+    section[key] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _from_files(tmp_path, logged["net"], config)
+
+
+def test_allowed_directives_and_old_configs_load(logged, tmp_path):
+    assert {"monai_patronus.networks.PatronusUNet", "monai.networks.schedulers.DDIMScheduler"} <= ALLOWED_TARGETS
+    config = copy.deepcopy(MODEL_CONFIG)  # as logged before the limits existed
+    config["network"].update({"_desc_": "the U-Net", "_mode_": "default", "_disabled_": False})
+    model = _from_files(tmp_path, logged["net"], config)
+    assert {k: model.config[k] for k in DEFAULT_LIMITS} == DEFAULT_LIMITS
+    x = logged["x"].numpy()
+    np.testing.assert_array_equal(model.predict(None, {"image": x}, {"mode": "encode"})["activations"],
+                                  logged["model"].predict({"image": x}, params={"mode": "encode"})["activations"])
+
+
+# ---------------------------------------------------------------------- F8: limits, ranges, busy, non-finite outputs
+@contextlib.contextmanager
+def _counting_calls(model: PatronusModel):
+    """Count forward calls of the U-Net and of the prototype encoder."""
+    calls = {"unet": 0, "encoder": 0}
+    hooks = [model.network.register_forward_pre_hook(lambda *_: calls.__setitem__("unet", calls["unet"] + 1)),
+             model.network.prototype_encoder.register_forward_pre_hook(
+                 lambda *_: calls.__setitem__("encoder", calls["encoder"] + 1))]
+    try:
+        yield calls
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _assert_bad_request(info) -> None:
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE" and info.value.get_http_status_code() == 400
+
+
+def test_requests_over_the_limits_are_refused_before_any_network_call(logged, tmp_path):
+    model = _from_files(tmp_path, logged["net"], {**MODEL_CONFIG, "max_batch_size": 3, "max_batch_steps": 8})
+    x, s = np.zeros((4, 1, 16, 16), np.float32), np.ones((3, K), np.float32)
+    cases = [
+        ({"image": x}, {"mode": "encode"},
+         r"input 'image' holds 4 samples, over this model's max_batch_size=3; send at most 3 per request, or log the model "
+         r"again with a larger cap \(model_config\['max_batch_size'\] in log_patronus_model\)"),
+        ({"activations": np.ones((4, K), np.float32)}, {"mode": "generate", "num_inference_steps": 2},
+         r"input 'activations' holds 4 samples, over this model's max_batch_size=3"),
+        ({"activations": s}, {"mode": "generate"},
+         r"N \* num_inference_steps = 3 \* 4 = 12 is over this model's max_batch_steps=8; send fewer samples \(at most 2 "
+         r"at 4 steps\).*log the model again with a larger cap \(model_config\['max_batch_steps'\]"),
+        ({"image": x[:2]}, {"mode": "edit", "prototypes": [0], "values": [1.0], "num_inference_steps": 5},
+         r"2 \* 5 = 10 is over this model's max_batch_steps=8"),
+    ]
+    with _counting_calls(model) as calls:
+        for request, params, match in cases:
+            with pytest.raises(MlflowException, match=match) as info:
+                model.predict(None, request, params)
+            _assert_bad_request(info)
+        assert calls == {"unet": 0, "encoder": 0}
+        assert model.predict(None, {"activations": s[:2]}, {"mode": "generate"})["images"].shape == (2, 1, 16, 16)  # 2*4 = 8
+        assert calls["unet"] > 0
+    served = logged["model"].unwrap_python_model()  # the logged model has the default limits
+    n = DEFAULT_LIMITS["max_batch_size"] + 1
+    with _counting_calls(served) as calls, pytest.raises(MlflowException, match=f"max_batch_size={n - 1}") as info:
+        served.predict(None, {"image": np.zeros((n, 1, 16, 16), np.float32)}, {"mode": "encode"})
+    _assert_bad_request(info)
+    assert calls == {"unet": 0, "encoder": 0}
+
+
+def _image(value: float) -> np.ndarray:
+    x = np.zeros((2, 1, 16, 16), np.float64)
+    x[1, 0, 3, 4] = value
+    return x
+
+
+_S_MAX = r"9\.21034"
+_OUT_OF_RANGE = [
+    ({"image": _image(1e30)}, {"mode": "encode"}, r"input 'image' must lie in \[-1, 1\] \(tolerance 0\.01\), got values in "
+                                                  r"\[0, 1e\+30\]; rescale or clip the images to \[-1, 1\]", 0),
+    ({"image": _image(-1.5)}, {"mode": "edit", "prototypes": [0], "values": [1.0]}, r"input 'image' must lie in \[-1, 1\]", 0),
+    ({"activations": np.full((1, K), 1e308)}, {"mode": "generate"},
+     rf"input 'activations' must lie in \[0, {_S_MAX}\] \(tolerance 0\.001\), got values in \[1e\+308, 1e\+308\]; "
+     r"send activations as returned by mode 'encode'", 0),
+    ({"activations": np.full((1, K), -0.5)}, {"mode": "generate"}, rf"input 'activations' must lie in \[0, {_S_MAX}\]", 0),
+    ({"image": _image(0.5)}, {"mode": "edit", "prototypes": [0], "values": [1e308]},
+     rf"params\['values'\]: 'set' values must lie in \[0, {_S_MAX}\], the range of activations the encoder produces; "
+     r"got \[1e\+308\]", 0),
+    ({"image": _image(0.5)}, {"mode": "edit", "prototypes": [0], "values": [-1.0]}, r"'set' values must lie in", 0),
+    ({"image": _image(0.5)}, {"mode": "edit", "prototypes": [0], "values": [100.0], "operation": "add"},
+     rf"'add' values must lie in \[-{_S_MAX}, {_S_MAX}\]", 0),
+    ({"image": _image(0.5)}, {"mode": "edit", "prototypes": [0], "values": [-2.0], "operation": "scale"},
+     r"'scale' factors must be >= 0", 0),
+    ({"image": _image(0.5)}, {"mode": "edit", "prototypes": [1], "values": [1e308], "operation": "scale"},
+     rf"operation 'scale' with value 1e\+308 takes prototype 1's activation of image 0 to inf, outside \[0, {_S_MAX}\]", 1),
+]
+
+
+@pytest.mark.parametrize("request_, params, match, encoder_calls", _OUT_OF_RANGE, ids=[
+    "image-1e30", "edit-image--1.5", "activations-1e308", "activations--0.5", "set-1e308", "set--1", "add-100", "scale--2",
+    "scale-1e308"])
+def test_out_of_range_inputs_and_edits_are_refused_before_the_unet_runs(logged, request_, params, match, encoder_calls):
+    model = logged["model"].unwrap_python_model()
+    with _counting_calls(model) as calls, pytest.raises(MlflowException, match=match) as info:
+        model.predict(None, request_, params)
+    _assert_bad_request(info)
+    assert calls == {"unet": 0, "encoder": encoder_calls}  # a scaled activation is known only after encoding
+
+
+def test_values_within_the_tolerances_are_accepted(logged):
+    model = logged["model"]
+    x = np.clip(logged["x"].numpy(), -1, 1)
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 1.005, -1.005
+    assert np.isfinite(model.predict({"image": x}, params={"mode": "encode"})["activations"]).all()
+    top = np.log(1e4)
+    out = model.predict({"activations": np.array([[0.0, top, top + 5e-4, 1.0]] * 2, np.float32)},
+                        params={"mode": "generate", "num_inference_steps": 2})
+    assert np.isfinite(out["images"]).all()
+
+
+@pytest.mark.parametrize(
+    "request_, match",
+    [
+        ({"image": np.full((1, 1, 16, 16), "a")}, r"input 'image' must hold real numbers, got dtype <U1"),
+        ({"image": np.full((1, 1, 16, 16), None, dtype=object)}, r"input 'image' must hold real numbers, got dtype object"),
+        ({"image": np.zeros((1, 1, 16, 16), bool)}, r"input 'image' must hold real numbers, got dtype bool"),
+        ({"image": np.zeros((1, 1, 16, 16), complex)}, r"input 'image' must hold real numbers, got dtype complex128"),
+        ({"image": [np.zeros((1, 16, 16)).tolist(), np.zeros((1, 8, 8)).tolist()]},
+         r"input 'image' must be a rectangular numeric array; it could not be read"),
+        ({"activations": [["x"] * K]}, r"input 'activations' must hold real numbers, got dtype <U1"),
+    ],
+    ids=["str", "object", "bool", "complex", "ragged", "str-activations"],
+)
+def test_wrong_dtypes_are_refused(logged, request_, match):
+    params = {"mode": "generate"} if "activations" in request_ else {"mode": "encode"}
+    with pytest.raises(MlflowException, match=match) as info:
+        logged["model"].predict(request_, params=params)
+    _assert_bad_request(info)
+
+
+def test_a_busy_model_answers_temporarily_unavailable_within_the_lock_timeout(logged, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "10")
+    assert default_lock_timeout() == 5.0  # half of MLflow's request timeout: the 503 comes before the 504
+    model = _from_files(tmp_path, logged["net"], MODEL_CONFIG)
+    assert model.lock_timeout == 5.0
+    model.lock_timeout = 0.3
+    started, release = threading.Event(), threading.Event()
+    encode = model._encode
+
+    def slow_encode(x):  # the request in progress, holding the model
+        started.set()
+        release.wait(10)
+        return encode(x)
+
+    monkeypatch.setattr(model, "_encode", slow_encode)
+    x = logged["x"].numpy()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(model.predict(None, {"image": x}, {"mode": "encode"})))
+    worker.start()
+    timer = threading.Timer(8.0, release.set)  # without a lock timeout the second request would wait until then
+    timer.start()
+    try:
+        assert started.wait(10)
+        begin = time.monotonic()
+        with pytest.raises(MlflowException, match=r"the model is busy with another request and stayed busy for 0\.3 s; "
+                                                  r"retry later") as info:
+            model.predict(None, {"image": x}, {"mode": "encode"})
+        waited = time.monotonic() - begin
+    finally:
+        release.set()
+        timer.cancel()
+        worker.join(30)
+    assert info.value.error_code == "TEMPORARILY_UNAVAILABLE" and info.value.get_http_status_code() == 503
+    assert 0.25 <= waited < 3.0
+    assert len(results) == 1 and np.isfinite(results[0]["activations"]).all()  # the first request still completes
+    monkeypatch.setattr(model, "_encode", encode)
+    np.testing.assert_array_equal(model.predict(None, {"image": x}, {"mode": "encode"})["activations"], results[0]["activations"])
+
+
+def test_non_finite_outputs_are_an_error_not_a_result(logged, tmp_path):
+    broken = copy.deepcopy(logged["net"])
+    with torch.no_grad():
+        broken.out[2].conv.bias.fill_(float("inf"))  # a diverged U-Net; the encoder is untouched
+    model = _from_files(tmp_path, broken, MODEL_CONFIG)
+    x = logged["x"].numpy()
+    assert np.isfinite(model.predict(None, {"image": x}, {"mode": "encode"})["activations"]).all()
+    s = model.predict(None, {"image": x}, {"mode": "encode"})["activations"]
+    for request, params in (({"activations": s}, {"mode": "generate"}),
+                            ({"image": x}, {"mode": "edit", "prototypes": [0], "values": [1.0]})):
+        with pytest.raises(MlflowException, match=rf"mode '{params['mode']}': the model produced NaN or infinite values in "
+                                                  r"output\(s\) \[.*'images'.*\]") as info:
+            model.predict(None, request, params)
+        assert info.value.error_code == "INTERNAL_ERROR" and info.value.get_http_status_code() == 500
 
 
 def _free_port() -> int:
@@ -339,5 +688,13 @@ def test_serve_registered_model_over_http(store, logged, tmp_path):
             assert "input 'image' must have shape (N, 1, 16, 16)" in body["message"] and "(1, 3, 16, 16)" in body["message"]
             status, body = _post(f"{base}/invocations", {"inputs": {"image": x.tolist()}, "params": {"mode": "decode"}})
             assert status == 400 and "params['mode'] must be one of ['encode', 'generate', 'edit']" in body["message"]
+            n = DEFAULT_LIMITS["max_batch_size"] + 1  # F8: over the cap, refused at once
+            status, body = _post(f"{base}/invocations",
+                                 {"inputs": {"image": np.zeros((n, 1, 16, 16)).tolist()}, "params": {"mode": "encode"}})
+            assert status == 400 and f"max_batch_size={n - 1}" in body["message"], body
+            big = np.zeros((1, 1, 16, 16))
+            big[0, 0, 0, 0] = 1e30
+            status, body = _post(f"{base}/invocations", {"inputs": {"image": big.tolist()}, "params": {"mode": "encode"}})
+            assert status == 400 and "input 'image' must lie in [-1, 1]" in body["message"], body
         finally:
             _stop(server)
