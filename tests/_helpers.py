@@ -1,6 +1,8 @@
-"""Shared test builders: tiny networks with the shapes the tests use."""
+"""Shared test builders: tiny networks with the shapes the tests use, and a log collector for bundle runs."""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -27,3 +29,27 @@ def randomize_zero_init(net: torch.nn.Module, std: float = 0.1) -> torch.nn.Modu
             if name.endswith("weight") and not p.any():
                 p.normal_(0, std)
     return net
+
+
+class LogRecords(logging.Handler):
+    """Collects the WARNING+ messages of one logger (default ``monai_patronus.data``) during a bundle run: the
+    bundles' logging.conf resets the root logger's handlers, which pytest's caplog relies on."""
+
+    def __init__(self, name: str = "monai_patronus.data"):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.logger = logging.getLogger(name)
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.messages)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from .batches import gather_images, iter_batches, pick_images, unpack_batch
-from .chexpert import CHEXPERT_LABELS, load_chexpert_datalist
+from .chexpert import CHEXPERT_LABELS, CHEXPERT_METADATA, chexpert_label_columns, load_chexpert_datalist
 from .digits import load_digits_images
 from .medical import (
     AntialiasResized,
@@ -47,6 +47,8 @@ __all__ = [
     "rule_subset",
     "AntialiasResized",
     "CHEXPERT_LABELS",
+    "CHEXPERT_METADATA",
+    "chexpert_label_columns",
     "CheckImaged",
     "DICOM_TECHNICAL_TAGS",
     "DicomReader",

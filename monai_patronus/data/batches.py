@@ -92,7 +92,9 @@ def iter_batches(
     """Stream ``(offset, images, extras)`` over the batches of ``data`` (see :func:`unpack_batch`).
 
     ``offset`` is the running index of the batch's first image. A single tensor or mapping counts as one
-    batch. Empty batches are skipped. ``name`` is the argument's name in the caller, for error messages.
+    batch. Empty batches, and ``None`` (a batch whose every sample was skipped, from
+    ``DropNoneCollate(on_empty="none")``), are skipped. ``name`` is the argument's name in the caller, for error
+    messages.
 
     Raises:
         TypeError: when ``data`` is not iterable (or is a string), or for a bad batch (see :func:`unpack_batch`).
@@ -105,6 +107,8 @@ def iter_batches(
         )
     offset = 0
     for index, batch in enumerate(data):
+        if batch is None:
+            continue
         images, extras = unpack_batch(batch, owner, index, image_key, keys, optional_keys)
         if images.shape[0] == 0:
             continue

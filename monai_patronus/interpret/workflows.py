@@ -2,14 +2,15 @@
 ``sample``, ``train_prior``). Each runs the search/edit functions of this package, then draws with
 :mod:`monai_patronus.interpret.figures`, and writes PNG figures plus a JSON summary to ``output_dir``.
 
-Figures and summaries carry only prototype indices, numbers and the dataset's own sample ids (never
-image metadata such as DICOM headers).
+Figures and summaries carry only prototype indices, numbers and sample ids (never image metadata such as
+DICOM headers). Give ``explain`` the run's pseudonymizer (the bundles do) and the ids it writes are
+pseudonyms, as in MLflow; without one they are the dataset's own ids.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -48,10 +49,14 @@ def explain(
     num_inference_steps: int = 50,
     provenance_data: Iterable | None = None,
     top_k: int = 3,
+    pseudonymize: Callable[[object], str] | None = None,
 ) -> Path:
     """The prototype gallery: for each prototype, original | regenerated with box | patch, plus (with
     ``provenance_data``, an iterable of ``{"image", "id"}`` batches) its ``top_k`` nearest real patches.
-    Writes ``gallery.png`` and ``explain.json``; returns the gallery path."""
+    Writes ``gallery.png`` and ``explain.json``; returns the gallery path. ``pseudonymize`` (e.g.
+    :func:`monai_patronus.tracking.pseudonymizer_for` of the run's output folder) maps each image id to what
+    ``explain.json`` shows; ``None`` shows the ids themselves."""
+    name = pseudonymize or str
     out = _out(output_dir)
     results = visualize_prototypes(inferer, network, images, prototypes, num_inference_steps=num_inference_steps)
     chosen = [r.prototype for r in results]
@@ -81,7 +86,7 @@ def explain(
                 "activation_after": r.activation_after,
                 "target": r.target,
                 "nearest_real_patches": [
-                    {"image_id": m.image_id, "box": [list(b) for b in m.box], "distance": m.distance} for m in matches
+                    {"image_id": name(m.image_id), "box": [list(b) for b in m.box], "distance": m.distance} for m in matches
                 ],
             }
         )
@@ -157,11 +162,26 @@ def train_prior(network: nn.Module, data: Iterable, path: str | Path, epochs: in
 
 
 def load_prior(path: str | Path) -> ActivationPrior:
-    """Load a prior written by :func:`train_prior`."""
+    """Load a prior written by :func:`train_prior`. The file is read with ``weights_only=True``: tensors and
+    plain values only, so a crafted file cannot run code.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a prior written by :func:`train_prior` (or holds anything but tensors and
+            plain values).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no activation prior at {path}: run the bundle's train_prior config first.")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for objects, RuntimeError/EOFError for a corrupt file
+        raise ValueError(
+            f"{path} is not an activation prior written by train_prior ({type(err).__name__}); it may be corrupt or "
+            "hold Python objects, which are never unpickled. Re-run the bundle's train_prior config."
+        ) from None
+    if not isinstance(saved, dict) or not {"config", "state_dict"} <= set(saved):
+        raise ValueError(f"{path} is not an activation prior written by train_prior (no 'config'/'state_dict'); re-run train_prior.")
     prior = ActivationPrior(**saved["config"])
     prior.load_state_dict(saved["state_dict"])
     return prior.eval()

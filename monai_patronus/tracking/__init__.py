@@ -8,7 +8,7 @@ from __future__ import annotations
 from .config import bundle_config_record, find_bundle_parser, literal_config
 from .fingerprint import dataset_fingerprint
 from .handler import PatronusTrackingHandler, check_tracking_uri, default_tracking_uri, git_commit
-from .privacy import KEY_ENV, Pseudonymizer, pseudonymizer_for
+from .privacy import KEY_ENV, Pseudonymizer, pseudonymizer_for, redact_config, redact_uri
 from .provenance import PROVENANCE_ARTIFACT, ModelProvenance, model_provenance, prototype_provenance
 from .pyfunc import PatronusModel, log_patronus_model
 from .registry import (
@@ -49,6 +49,8 @@ __all__ = [
     "promote_to_champion",
     "prototype_provenance",
     "pseudonymizer_for",
+    "redact_config",
+    "redact_uri",
     "register_candidate",
     "save_review",
     "tracking_uri_scope",

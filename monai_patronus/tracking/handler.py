@@ -8,6 +8,8 @@ sample grids, every prototype's provenance under pseudonymous image ids, and the
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import mlflow
@@ -26,18 +28,24 @@ import monai
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
+from monai.utils import flatten_dict
 
 import monai_patronus
 from monai_patronus.handlers.utils import is_main_process, unwrap_network
 from monai_patronus.tracking.config import bundle_config_record, find_bundle_parser, literal_config
 from monai_patronus.tracking.fingerprint import dataset_fingerprint
-from monai_patronus.tracking.privacy import Pseudonymizer, pseudonymizer_for
+from monai_patronus.tracking.privacy import Pseudonymizer, pseudonymizer_for, redact_config, redact_uri
 from monai_patronus.tracking.provenance import PROVENANCE_ARTIFACT, prototype_provenance
 from monai_patronus.tracking.registry import CANDIDATE, register_candidate, tracking_uri_scope
 
 __all__ = ["PatronusTrackingHandler", "check_tracking_uri", "default_tracking_uri", "git_commit"]
 
 logger = logging.getLogger("monai_patronus.tracking")
+
+_QUIET_URLS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+#: the run tag that finds the unfinished run of an output folder on ``--resume`` (a keyed pseudonym, not the path)
+OUTPUT_TAG = "patronus.output_id"
 
 
 def default_tracking_uri(output_dir: str | os.PathLike, tracking_uri: str | None = None) -> str:
@@ -58,38 +66,54 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
     ``http(s)`` servers must accept a connection and answer ``/health``; a SQLite store's folder must be
     writable; any store must answer a query for experiments.
 
+    Messages show the URI without credentials (:func:`~monai_patronus.tracking.privacy.redact_uri`).
+
     Raises:
         ValueError: a file-store URI (MLflow refuses it) or an unreachable store.
     """
     if not isinstance(uri, str) or not uri:
-        raise TypeError(f"check_tracking_uri: uri must be a non-empty str, got {uri!r}.")
+        raise TypeError(f"check_tracking_uri: uri must be a non-empty str, got {redact_uri(uri)!r}.")
+    shown = redact_uri(uri)
     fix = "start the server or point --tracking_uri / MLFLOW_TRACKING_URI at a reachable store (or disable tracking with --tracking_enabled false)"
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme in ("", "file"):
         raise ValueError(
-            f"MLflow tracking URI {uri!r} is a plain folder (file store), which MLflow no longer supports; use "
+            f"MLflow tracking URI {shown!r} is a plain folder (file store), which MLflow no longer supports; use "
             "sqlite:///<folder>/mlflow.db or an http(s) server."
         )
     if parsed.scheme in ("http", "https"):
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        # urllib takes no credentials in the URL: ask /health at the bare address, credentials as a header
+        netloc = parsed.netloc.rsplit("@", 1)[-1]
+        health = urllib.request.Request(urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/") + "/health", "", "")))
+        if parsed.username is not None:
+            token = base64.b64encode(f"{urllib.parse.unquote(parsed.username)}:{urllib.parse.unquote(parsed.password or '')}".encode())
+            health.add_header("Authorization", "Basic " + token.decode())
         try:
             socket.create_connection((parsed.hostname, port), timeout=timeout).close()
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            with urllib.request.urlopen(health, timeout=timeout) as response:
                 if response.status != 200:
                     raise OSError(f"/health answered HTTP {response.status}")
         except (OSError, urllib.error.URLError) as err:
-            raise ValueError(f"MLflow tracking server {uri} is unreachable ({err}); {fix}.") from err
+            raise ValueError(f"MLflow tracking server {shown} is unreachable ({_hide(err, uri)}); {fix}.") from None
     if parsed.scheme == "sqlite":
         folder = Path(uri[len("sqlite:///"):]).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=folder).close()
         except OSError as err:
-            raise ValueError(f"MLflow tracking store {uri} cannot be written ({err}); {fix}.") from err
+            raise ValueError(f"MLflow tracking store {shown} cannot be written ({err}); {fix}.") from err
     try:
         mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as err:  # any failure of the store means no record: stop before training
-        raise ValueError(f"MLflow tracking store {uri} does not answer ({type(err).__name__}: {err}); {fix}.") from err
+        raise ValueError(
+            f"MLflow tracking store {shown} does not answer ({type(err).__name__}: {_hide(err, uri)}); {fix}."
+        ) from None
+
+
+def _hide(err: BaseException, uri: str) -> str:
+    """An exception's text with ``uri`` (and its credentials) replaced by the redacted URI."""
+    return str(err).replace(uri, redact_uri(uri))
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
@@ -189,10 +213,14 @@ class PatronusTrackingHandler(MLFlowHandler):
         if example_images is not None and (not isinstance(example_images, torch.Tensor) or example_images.ndim not in (4, 5)):
             raise ValueError("PatronusTrackingHandler: example_images must be a (N, C, *spatial) tensor of training images.")
         if os.environ.get("MLFLOW_TRACKING_URI") and tracking_uri and tracking_uri != os.environ["MLFLOW_TRACKING_URI"]:
-            logger.warning("tracking_uri %s overrides MLFLOW_TRACKING_URI=%s", tracking_uri, os.environ["MLFLOW_TRACKING_URI"])
+            logger.warning(
+                "tracking_uri %s overrides MLFLOW_TRACKING_URI=%s", redact_uri(tracking_uri), redact_uri(os.environ["MLFLOW_TRACKING_URI"])
+            )
         check_tracking_uri(self.tracking_uri)
         parser = find_bundle_parser()
-        self.config_record = bundle_config_record(parser) if parser is not None else (config or {}, {})
+        record = bundle_config_record(parser) if parser is not None else (config or {}, {})
+        # what leaves the machine: no file paths (PACS folders are patient ids), no credentials, no keys
+        self.config_record = (redact_config(record[0]), redact_config(record[1]))
         if model_config is None and parser is not None:
             model_config = {
                 "network": literal_config(parser, "network_def"),
@@ -213,6 +241,11 @@ class PatronusTrackingHandler(MLFlowHandler):
         self.fingerprint: dict | None = None
         self._logged_grids: set[str] = set()
         self.model_version = None
+        # metrics the store has not taken yet (an outage), and how many of them are already in the local copy
+        self._pending: list[mlflow.entities.Metric] = []
+        self._spooled = 0
+        self._outage: str | None = None
+        self.offline_metrics_file = self.output_dir / "mlflow_offline_metrics.jsonl"
         # MONAI's handler: losses and lr per iteration, engine.state.metrics per epoch, this store
         env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)  # our resolution of the URI above is final
         try:
@@ -261,7 +294,7 @@ class PatronusTrackingHandler(MLFlowHandler):
         if self.datalist is not None:
             self.fingerprint = dataset_fingerprint(self.datalist)
         tags = {
-            "patronus.output_dir": str(self.output_dir.resolve()),
+            OUTPUT_TAG: self._output_id(),
             "patronus.version": monai_patronus.__version__,
             "mlflow.source.git.commit": git_commit(),
             "torch.version": torch.__version__,
@@ -276,25 +309,60 @@ class PatronusTrackingHandler(MLFlowHandler):
             self.client.log_dict(run_id, self.fingerprint, "data/fingerprint.json")
         self._write_run_file()
 
+    def _output_id(self) -> str:
+        """A keyed pseudonym of the output folder: finds a resumed run's record without logging the folder's path."""
+        return self.pseudonymize(str(self.output_dir.resolve()), prefix="out-")
+
     def _unfinished_run(self):
         """The latest run of this experiment and output folder that did not finish (killed or failed)."""
         runs = self.client.search_runs(
             [self.experiment.experiment_id],
-            filter_string=f"tags.`patronus.output_dir` = '{self.output_dir.resolve()}'",
+            filter_string=f"tags.`{OUTPUT_TAG}` = '{self._output_id()}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
         return runs[0] if runs and runs[0].info.status != "FINISHED" else None
 
     def _epoch_artifacts(self, engine: Engine) -> None:
-        self._log_new_grids()
-        if self.provenance_interval and engine.state.epoch % self.provenance_interval == 0:
-            self.log_provenance(f"provenance/epoch_{engine.state.epoch:04d}")
+        try:  # grids not logged now are logged at a later epoch or at the end; provenance is logged at the end
+            self._log_new_grids()
+            if self.provenance_interval and engine.state.epoch % self.provenance_interval == 0:
+                self.log_provenance(f"provenance/epoch_{engine.state.epoch:04d}")
+        except Exception as err:  # the store is down: training goes on
+            self._store_down(err)
+
+    @contextlib.contextmanager
+    def _no_run_url_print(self) -> Iterator[None]:
+        """MLflow prints "View run ... at: <tracking URI>" to stdout whenever a run ends; with credentials in the
+        URI that line would carry them, so it is switched off meanwhile (the summary shows the redacted URI)."""
+        if redact_uri(self.tracking_uri) == self.tracking_uri:
+            yield
+            return
+        saved = os.environ.get(_QUIET_URLS)
+        os.environ[_QUIET_URLS] = "true"
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(_QUIET_URLS, None)
+            else:
+                os.environ[_QUIET_URLS] = saved
 
     def complete(self) -> None:
         """After the last epoch (the checkpoint is already saved): grids, provenance, model, registry."""
+        with self._no_run_url_print():
+            self._complete()
+        self._write_run_file()
+        self._print_summary()
+
+    def _complete(self) -> None:
         super().complete()
         try:
+            if not self._flush_metrics():
+                raise RuntimeError(
+                    f"the store still does not answer ({self._outage}); the {len(self._pending)} metric values it has "
+                    f"not taken are in {self.offline_metrics_file}"
+                )
             self._log_new_grids()
             if self.provenance_data is not None:
                 self.log_provenance(PROVENANCE_ARTIFACT)
@@ -307,17 +375,67 @@ class PatronusTrackingHandler(MLFlowHandler):
                     self.client.set_terminated(self.cur_run.info.run_id, "FAILED")
                 except Exception:  # the store itself is gone; the error below says what to do
                     pass
+            hidden = redact_uri(self.tracking_uri) != self.tracking_uri  # the cause's text may hold the credentials
             raise RuntimeError(
-                f"MLflow logging at the end of training failed ({type(err).__name__}: {err}). The trained weights "
-                f"are safe in the checkpoints under {self.output_dir}; the run is {self._where()}."
-            ) from err
-        self._write_run_file()
-        self._print_summary()
+                f"MLflow logging at the end of training failed ({type(err).__name__}: {_hide(err, self.tracking_uri)}). "
+                f"The trained weights are safe in the checkpoints under {self.output_dir}; the run is {self._where()}."
+            ) from (None if hidden else err)
 
     def _failed(self, engine: Engine, err: Exception) -> None:
         if self.cur_run is not None:
-            self.client.set_terminated(self.cur_run.info.run_id, "FAILED")
+            try:
+                with self._no_run_url_print():
+                    self._flush_metrics()
+                    self.client.set_terminated(self.cur_run.info.run_id, "FAILED")
+            except Exception:  # the store is down too: the training error below is the one to report
+                logger.warning("could not mark MLflow run %s as FAILED; the store does not answer", self.cur_run.info.run_id)
         raise err
+
+    # ------------------------------------------------------------------------------------ store outages
+    def _log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        """MONAI's handler logs every iteration's and epoch's metrics through here. If the store does not answer,
+        training goes on: the failure is logged once, the values are kept (in memory and appended to
+        :attr:`offline_metrics_file`) and sent with the next values once the store answers again."""
+        timestamp = int(time.time() * 1000)
+        self._pending += [mlflow.entities.Metric(k, float(v), timestamp, step or 0) for k, v in flatten_dict(metrics).items()]
+        self._flush_metrics()
+
+    def _flush_metrics(self) -> bool:
+        """Send the kept metric values; ``True`` when the store has taken all of them."""
+        while self._pending:
+            batch = self._pending[:1000]  # MLflow's log_batch limit
+            try:
+                self.client.log_batch(run_id=self.cur_run.info.run_id, metrics=batch, params=[], tags=[])
+            except Exception as err:
+                self._store_down(err)
+                self._spool()
+                return False
+            del self._pending[: len(batch)]
+            self._spooled = max(0, self._spooled - len(batch))
+        if self._outage is not None:
+            logger.warning("MLflow store answers again: the metric values kept during the outage are logged")
+            self._outage = None
+            self.offline_metrics_file.unlink(missing_ok=True)
+        return True
+
+    def _store_down(self, err: Exception) -> None:
+        if self._outage is None:  # once per outage, not once per iteration
+            self._outage = f"{type(err).__name__}: {_hide(err, self.tracking_uri)}"
+            logger.warning(
+                "MLflow store %s failed (%s); training goes on, metrics are kept in %s and logged when the store "
+                "answers again", redact_uri(self.tracking_uri), self._outage, self.offline_metrics_file,
+            )
+
+    def _spool(self) -> None:
+        """Append the kept values not yet in the local copy to :attr:`offline_metrics_file` (one JSON per line)."""
+        new = self._pending[self._spooled:]
+        if not new:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.offline_metrics_file, "a", encoding="utf-8") as f:
+            for m in new:
+                f.write(json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}) + "\n")
+        self._spooled = len(self._pending)
 
     # ----------------------------------------------------------------------------------------- logging
     def _log_new_grids(self) -> None:
@@ -364,11 +482,11 @@ class PatronusTrackingHandler(MLFlowHandler):
     # ----------------------------------------------------------------------------------------- report
     def _where(self) -> str:
         run = self.cur_run.info.run_id if self.cur_run is not None else "(not started)"
-        return f"run {run} in experiment {self.experiment_name!r} at {self.tracking_uri}"
+        return f"run {run} in experiment {self.experiment_name!r} at {redact_uri(self.tracking_uri)}"
 
     def _write_run_file(self) -> None:
         record = {
-            "tracking_uri": self.tracking_uri,
+            "tracking_uri": redact_uri(self.tracking_uri),  # credentials come from MLflow's env vars
             "experiment_name": self.experiment_name,
             "run_id": self.cur_run.info.run_id,
             "registered_model_name": self.registered_model_name,
@@ -379,7 +497,7 @@ class PatronusTrackingHandler(MLFlowHandler):
         (self.output_dir / "mlflow_run.json").write_text(json.dumps(record, indent=1))
 
     def _print_summary(self) -> None:
-        lines = [f"MLflow: {self._where()}", f"  browse: mlflow ui --backend-store-uri {self.tracking_uri}"]
+        lines = [f"MLflow: {self._where()}", f"  browse: mlflow ui --backend-store-uri {redact_uri(self.tracking_uri)}"]
         if self.model_version is not None:
             name = self.registered_model_name
             lines += [
@@ -387,7 +505,7 @@ class PatronusTrackingHandler(MLFlowHandler):
                 "Review its prototypes in notebooks/prototype_review.ipynb: `make review` in a checkout (installs "
                 "Jupyter into .venv and opens it), or `pip install 'monai-patronus[notebooks]'` and "
                 "`jupyter notebook notebooks/prototype_review.ipynb`; set the parameters "
-                f"tracking_uri={self.tracking_uri!r}, model_name={name!r}, alias={CANDIDATE!r}",
+                f"tracking_uri={redact_uri(self.tracking_uri)!r}, model_name={name!r}, alias={CANDIDATE!r}",
             ]
         for line in lines:
             logger.info(line)

@@ -8,19 +8,27 @@ machine that trained the model; a holder of the key maps pseudonyms back by hash
 reviewer knows which key a run used.
 
 DICOM headers never reach MLflow at all: :class:`monai_patronus.data.DicomReader` keeps no identifying
-tags, and nothing here logs a datalist or a file path.
+tags, and nothing here logs a datalist or a file path. What a run logs of its configuration goes through
+:func:`redact_config` (file paths, credentials in URIs and secret-named values replaced), and every tracking URI
+that is printed, logged or written goes through :func:`redact_uri`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
+import re
 import secrets
-from collections.abc import Iterable
+import stat
+import urllib.parse
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["KEY_ENV", "Pseudonymizer", "pseudonymizer_for"]
+__all__ = ["KEY_ENV", "REDACTED", "REDACTED_PATH", "Pseudonymizer", "pseudonymizer_for", "redact_config", "redact_uri"]
+
+logger = logging.getLogger("monai_patronus.tracking")
 
 #: environment variable holding the pseudonym key (hex, at least 16 bytes); wins over a key file
 KEY_ENV = "PATRONUS_PSEUDONYM_KEY"
@@ -57,10 +65,11 @@ class Pseudonymizer:
         """A fingerprint of the key (not the key): which key made a run's pseudonyms."""
         return hashlib.sha256(b"patronus-key-id:" + self._key).hexdigest()[:12]
 
-    def __call__(self, image_id: object) -> str:
-        """The pseudonym of ``image_id`` (any value; it is hashed as ``str(image_id)``)."""
+    def __call__(self, image_id: object, prefix: str | None = None) -> str:
+        """The pseudonym of ``image_id`` (any value; it is hashed as ``str(image_id)``), ``prefix`` (default
+        ``"img-"``) followed by 16 hex digits."""
         digest = hmac.new(self._key, str(image_id).encode("utf-8"), hashlib.sha256).hexdigest()
-        return self.prefix + digest[:16]
+        return (self.prefix if prefix is None else prefix) + digest[:16]
 
     def map_back(self, pseudonyms: Iterable[str], image_ids: Iterable[object]) -> dict[str, str]:
         """Map pseudonyms back to ids: hash every candidate id (e.g. the datalist's) and look them up.
@@ -93,7 +102,22 @@ class Pseudonymizer:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32) + "\n")
-        return cls(path.read_text().strip())
+                f.flush()
+                os.fsync(f.fileno())
+        mode = path.stat().st_mode
+        if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            logger.warning(
+                "pseudonym key file %s can be read by other users (mode %o); restrict it: chmod 600 %s", path,
+                stat.S_IMODE(mode), path,
+            )
+        try:
+            return cls(path.read_text().strip())
+        except ValueError as err:  # empty (e.g. killed while creating it), truncated or not hex
+            raise ValueError(
+                f"Pseudonymizer.from_key_file: the key file {path} holds no valid key ({err}). If this run never logged "
+                "anything with it, delete the file and a new key is made; otherwise restore it from your backup "
+                "(pseudonyms made with another key cannot be mapped back)."
+            ) from None
 
 
 def pseudonymizer_for(output_dir: str | os.PathLike, key: bytes | str | None = None) -> Pseudonymizer:
@@ -104,3 +128,60 @@ def pseudonymizer_for(output_dir: str | os.PathLike, key: bytes | str | None = N
     if os.environ.get(KEY_ENV):
         return Pseudonymizer(os.environ[KEY_ENV])
     return Pseudonymizer.from_key_file(Path(output_dir) / "pseudonym.key")
+
+
+# -------------------------------------------------------------------------------------------------- redaction
+#: what replaces a secret value, and a file path, in anything a run logs
+REDACTED = "<redacted>"
+REDACTED_PATH = "<path>"
+# config keys whose values are secrets: key, token, password, secret, credential(s) as a whole word of the key
+_SECRET_NAME = re.compile(r"(^|[_\-.#])(key|token|password|passwd|secret|credentials?|api_?key)($|[_\-.#])", re.IGNORECASE)
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_QUOTED = re.compile(r"(['\"])((?:(?!\1).)*)\1")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without credentials: the user-info part (``user:token@``) becomes ``***@`` and query values with
+    secret names (``token=``, ``password=`` ...) become ``<redacted>``. Anything that is not a URI is returned
+    unchanged. (Give credentials to MLflow as ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or
+    ``MLFLOW_TRACKING_TOKEN`` rather than in the URI.)"""
+    if not isinstance(uri, str) or not _URI.match(uri):
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if "@" not in parts.netloc and not any(_SECRET_NAME.search(k) for k, _ in pairs):
+        return uri  # nothing to hide; rebuilding would normalise it (sqlite:////abs loses a slash)
+    netloc = parts.netloc if "@" not in parts.netloc else "***@" + parts.netloc.rsplit("@", 1)[1]
+    query = urllib.parse.urlencode([(k, REDACTED if _SECRET_NAME.search(k) else v) for k, v in pairs], safe="<>")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_text(text: str) -> str:
+    if text.startswith("$"):  # an expression: redact the string literals in it that are paths or URIs
+        return _QUOTED.sub(lambda m: m.group(1) + _redact_text(m.group(2)) + m.group(1), text)
+    if text.startswith(("sqlite:", "file:")):  # a local store: its path is a file path
+        return text.split(":", 1)[0] + ":///" + REDACTED_PATH
+    if _URI.match(text):
+        return redact_uri(text)
+    if text.startswith(("@", "%")):
+        return text
+    if "/" in text or "\\" in text or text.startswith("~"):
+        return REDACTED_PATH
+    return text
+
+
+def redact_config(value: object, name: str = "") -> object:
+    """A copy of a (bundle) configuration value fit to leave the machine: values under secret-named keys
+    (``pseudonym_key``, ``api_token``, ``password`` ...) become ``<redacted>``, strings that are file paths (they
+    may name patients: PACS folders are patient ids) become ``<path>``, URIs lose their credentials
+    (:func:`redact_uri`), and string literals inside ``$`` expressions are treated the same way. Dicts and lists
+    are walked; other values are returned as they are."""
+    if name and _SECRET_NAME.search(str(name)) and not isinstance(value, (Mapping, list, tuple)):
+        return REDACTED if value not in (None, "", False) else value
+    if isinstance(value, Mapping):
+        return {k: redact_config(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_config(v, name) for v in value]
+    if isinstance(value, str):
+        return _redact_text(value)
+    return value

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 
 import nibabel as nib
 import numpy as np
@@ -10,35 +9,13 @@ import pytest
 import torch
 
 from monai_patronus.data import CHEXPERT_LABELS
+from monai_patronus.tracking import Pseudonymizer
+from tests._helpers import LogRecords
 from tests.bundles._workflow import run_bundle
 from tests.data._files import PATIENT_ID, PATIENT_NAME, write_dicom, write_png, write_sitk
 
 FAST = dict(max_epochs=1, epoch_length=1, batch_size=2, num_workers=0, grid_images=2, num_inference_steps=2, grid_interval=1)
 NO_GRID = FAST | dict(grid_interval=100)
-
-
-class _Records(logging.Handler):
-    """Collects the messages of the monai_patronus.data logger (the bundle's logging.conf resets the root
-    logger's handlers, which pytest's caplog relies on)."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-        self.logger = logging.getLogger("monai_patronus.data")
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-    def __enter__(self):
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self)
-
-    @property
-    def text(self):
-        return "\n".join(self.messages)
 
 
 def _radiograph(seed: int, shape=(240, 256)) -> np.ndarray:
@@ -108,24 +85,25 @@ def test_missing_file_names_the_row_or_is_skipped(tmp_path):
     while e is not None:
         chain.append(str(e))
         e = e.__cause__ or e.__context__
-    assert any("gone.png" in m and "row 6" in m for m in chain), chain
-    with _Records() as records:
+    assert any("train.csv row 6: the image file in column 'Path' does not exist" in m for m in chain), chain
+    assert not any("gone" in m for m in chain), chain  # rows, never paths
+    with LogRecords() as records:
         wf = run_bundle(
             "patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out2"), dataset_dir=str(data),
             on_missing="skip", **NO_GRID,
         )
     assert len(wf.parser.get_parsed_content("train#datalist")) == 4
-    assert "gone.png" in records.text
+    assert "(rows 6)" in records.text and "gone" not in records.text
 
 
 def test_nan_image_skipped_and_counted_when_asked(tmp_path):
     data = _write_dataset(tmp_path / "data", bad="nan")
-    with _Records() as records:
+    with LogRecords() as records:
         wf = run_bundle(
             "patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data),
             on_error="skip", **(NO_GRID | dict(epoch_length=2)),
         )
-    assert "p3.nii.gz" in records.text
+    assert "datalist row 4" in records.text and "p3" not in records.text  # p3.nii.gz is CSV row 4: named by row
     assert wf.parser.get_parsed_content("train#dataloader").collate_fn.num_dropped >= 1
     assert wf.parser.get_parsed_content("train#trainer").state.iteration == 2
 
@@ -169,8 +147,9 @@ def test_explanation_configs_skip_unreadable_images(tmp_path):
     out = tmp_path / "out" / "interpret"
     summary = json.loads((out / "explain.json").read_text())
     assert [p["prototype"] for p in summary["prototypes"]] == [0, 1]
-    ids = {m["image_id"] for p in summary["prototypes"] for m in p["nearest_real_patches"]}
-    assert ids and ids <= {"p1", "p2", "p4"}, ids  # p3 (NaN) was dropped by the transforms and the collate
+    shown = {m["image_id"] for p in summary["prototypes"] for m in p["nearest_real_patches"]}
+    ids = set(Pseudonymizer.from_key_file(tmp_path / "out" / "pseudonym.key", create=False).map_back(shown, ["p1", "p2", "p3", "p4"]).values())
+    assert ids and ids <= {"p1", "p2", "p4"}, ids  # p3 (NaN) was dropped by the transforms and the collate; pseudonyms only
     assert all(len(p["nearest_real_patches"]) == 2 for p in summary["prototypes"])
     run_bundle("patronus_chest_xray", ["train.json", "emergence.json"], **common, interpret_num_images=2)
     run_bundle("patronus_chest_xray", ["train.json", "edit.json"], **common, edit_values=[0.0, 3.0],
@@ -222,3 +201,53 @@ def test_evaluate_config_with_heldout_csv(tmp_path):
         if path.is_file():
             blob = path.read_bytes()
             assert PATIENT_NAME.encode() not in blob and PATIENT_ID.encode() not in blob, path
+
+
+def test_a_users_csv_trains_and_evaluates_through_the_cli(tmp_path):
+    """As a user would: real images (377 MNI152 MRI slices as PNG, from nilearn's wheel) listed in CSVs with only a
+    path column and four finding columns, trained for 2 epochs of batches smaller than the dataset with tracking on,
+    then evaluated against a held-out CSV, through `python -m monai.bundle run` with plain overrides only."""
+    import mlflow
+
+    from monai_patronus.data import mni152_slice_attributes, prepare_mni152_slices
+    from tests.bundles._workflow import run_cli
+
+    items = prepare_mni152_slices(tmp_path / "images", step=1)
+    labels, names = mni152_slice_attributes([i["id"] for i in items])
+    columns = ["Sagittal", "Coronal", "Axial", "Upper half"]
+    assert names == ["sagittal", "coronal", "axial", "upper_half"]
+    rows = [[f"images/{i['id']}.png", *map(str, map(int, row))] for i, row in zip(items, labels)]
+    train_rows, heldout_rows = rows[::3] + rows[1::3], rows[2::3]
+    assert len(train_rows) >= 200 and len(heldout_rows) >= 100
+    for name, body in (("train.csv", train_rows), ("heldout.csv", heldout_rows)):
+        with open(tmp_path / name, "w", newline="") as f:
+            csv.writer(f).writerows([["Path", *columns], *body])
+    out = tmp_path / "out"
+    common = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf",
+              "--csv_path", str(tmp_path / "train.csv"), "--output_dir", str(out), "--image_size", "64",
+              "--num_workers", "0", "--num_inference_steps", "4", "--tracking_enabled", "true",
+              # a narrower U-Net than the paper's (64-128-256-256, 2 res-blocks) keeps this test in CI's budget
+              "--network_def#channels", "[16,32,32,32]", "--network_def#num_res_blocks", "1"]
+    train = run_cli("patronus_chest_xray", ["--config_file", "configs/train.json", *common, "--max_epochs", "2",
+                                            "--batch_size", "32", "--provenance_top_k", "2"], timeout=1200)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    run = client.get_run(json.loads((out / "mlflow_run.json").read_text())["run_id"])
+    steps_per_epoch = len(train_rows) // 32  # drop_last: every batch is full
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 2 * steps_per_epoch + 1))
+    assert run.info.status == "FINISHED" and run.data.tags["data.num_items"] == str(len(train_rows))
+    # the whole preprocessing is cached: one file per image, holding the final 64 px tensor and a tensor label
+    cached = sorted((out / "cache").rglob("*.pt"))
+    assert len(cached) == len(train_rows)
+    item = torch.load(cached[0], weights_only=True)
+    assert tuple(item["image"].shape) == (1, 64, 64) and isinstance(item["label"], torch.Tensor)
+
+    evaluate = run_cli("patronus_chest_xray", [
+        "--config_file", "['configs/train.json','configs/evaluate.json']", *common,
+        "--heldout_csv_path", str(tmp_path / "heldout.csv"), "--batch_size", "64", "--inversion_iterations", "0",
+        "--probe_folds", "2", "--num_pairs", "1", "--num_counterfactual", "4"], timeout=1200)
+    assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
+    result = json.loads((out / "evaluation" / "evaluation.json").read_text())
+    assert result["num_images"] == len(train_rows) and result["num_heldout_images"] == len(heldout_rows)
+    assert result["attribute_auroc"]["names"] == columns
+    assert (out / "evaluation" / "evaluation.md").is_file()

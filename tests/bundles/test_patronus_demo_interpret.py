@@ -3,9 +3,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from monai.bundle import ConfigParser
 from PIL import Image
 
-from tests.bundles._workflow import run_bundle
+from monai_patronus.tracking import pseudonymizer_for
+from tests.bundles._workflow import BUNDLES, run_bundle
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +22,14 @@ def trained_bundle(tmp_path_factory):
 
 
 FAST = dict(num_inference_steps=3)
+
+
+def parser_datalist(output_dir, data, extra):
+    """The bundle's datalist, read from its configs without running anything."""
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES / "patronus_demo" / "configs" / c) for c in ["train.json", *extra]])
+    parser.update({"bundle_root": str(BUNDLES / "patronus_demo"), "output_dir": str(output_dir), "dataset_dir": data})
+    return parser.get_parsed_content("train#datalist")
 
 
 def _png(path):
@@ -39,7 +49,12 @@ def test_explain_emergence_and_edit_configs(trained_bundle, dims):
     summary = json.loads((out / "explain.json").read_text())
     assert [p["prototype"] for p in summary["prototypes"]] == [0, 2]
     assert all(len(p["nearest_real_patches"]) == 3 for p in summary["prototypes"])
-    assert all(p["nearest_real_patches"][0]["image_id"].startswith("mni152_") for p in summary["prototypes"])
+    # explain.json names images as MLflow does, by pseudonym; the key in the output folder maps them back
+    shown = [m["image_id"] for p in summary["prototypes"] for m in p["nearest_real_patches"]]
+    assert all(i.startswith("img-") for i in shown)
+    ids = [d["id"] for d in parser_datalist(root / dims, data, extra)]
+    real = pseudonymizer_for(root / dims).map_back(shown, ids)
+    assert all(i.startswith("mni152_") for i in real.values())
 
     run_bundle("patronus_demo", ["train.json", *extra, "emergence.json"], interpret_num_images=2, **common)
     _png(out / "emergence.png")

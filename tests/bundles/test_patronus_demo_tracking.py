@@ -18,6 +18,7 @@ from monai_patronus.tracking import (
     model_provenance,
     tracking_uri_scope,
 )
+from tests._helpers import LogRecords
 from tests.bundles._workflow import run_bundle, run_cli
 
 SHORT = dict(max_epochs=1, epoch_length=1, num_inference_steps=2, grid_images=2, grid_interval=100, provenance_top_k=1)
@@ -161,19 +162,70 @@ def test_logging_failure_at_the_end_keeps_the_checkpoint(tmp_path, monkeypatch):
 
 
 def test_resumed_training_continues_the_same_run(tmp_path):
-    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(tmp_path / "data"), tracking_enabled=True,
+    out = tmp_path / "o'brien's run"  # a quote in the folder name once broke the run lookup (fault-matrix row 24)
+    common = dict(output_dir=str(out), dataset_dir=str(tmp_path / "data"), tracking_enabled=True,
                   **(SHORT | dict(max_epochs=1)))
     run_bundle("patronus_demo", ["train.json"], **common)
-    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    uri = f"sqlite:///{out / 'mlflow.db'}"
     client = _client(uri)
-    first = json.loads((tmp_path / "out" / "mlflow_run.json").read_text())["run_id"]
+    first = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    assert "patronus.output_dir" not in client.get_run(first).data.tags  # found by a keyed pseudonym, not the path
     client.set_terminated(first, "KILLED")  # as a run whose process died is marked
     run_bundle("patronus_demo", ["train.json"], **(common | dict(max_epochs=2, resume=True)))
     run = client.get_run(first)
-    assert json.loads((tmp_path / "out" / "mlflow_run.json").read_text())["run_id"] == first
+    assert json.loads((out / "mlflow_run.json").read_text())["run_id"] == first
     assert run.info.status == "FINISHED" and run.data.tags["patronus.resumed_at_epoch"] == "1"
     assert [m.step for m in client.get_metric_history(first, "loss")] == [1, 2]  # one record of both parts
     assert json.loads(run.data.tags["patronus.resumed_params"]) == {"max_epochs": 2, "resume": True}
     assert [str(v.version) for v in client.search_model_versions("name='patronus-demo'")] == ["2", "1"]
     run_bundle("patronus_demo", ["train.json"], **(common | dict(max_epochs=3, resume=True)))  # finished: a new run
-    assert json.loads((tmp_path / "out" / "mlflow_run.json").read_text())["run_id"] != first
+    assert json.loads((out / "mlflow_run.json").read_text())["run_id"] != first
+
+
+def _store_down_for(monkeypatch, down):
+    """The store refuses every metric batch while ``down(batch_steps)`` is true (a network outage)."""
+    real = mlflow.MlflowClient.log_batch
+    refused = []
+
+    def flaky(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        steps = {m.step for m in metrics}
+        if metrics and down(steps):
+            refused.append(sorted(steps))
+            raise ConnectionError("connection reset by peer")
+        return real(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", flaky)
+    return refused
+
+
+def test_a_store_outage_during_training_keeps_training_and_logs_the_metrics_later(tmp_path, monkeypatch):
+    refused = _store_down_for(monkeypatch, lambda steps: max(steps) in (2, 3))  # iterations 2 and 3: no store
+    with LogRecords("monai_patronus.tracking") as records:
+        run_bundle("patronus_demo", ["train.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(tmp_path / "data"),
+                   tracking_enabled=True, **(SHORT | dict(max_epochs=4)))
+    assert refused  # the outage happened
+    client = _client(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    run = client.get_run(json.loads((tmp_path / "out" / "mlflow_run.json").read_text())["run_id"])
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]  # nothing lost
+    failed = [m for m in records.messages if "failed (ConnectionError" in m]
+    assert len(failed) == 1 and "training goes on" in failed[0]  # logged once, not per iteration
+    assert sum(m.startswith("MLflow store answers again") for m in records.messages) == 1
+    assert not (tmp_path / "out" / "mlflow_offline_metrics.jsonl").exists()  # all of it reached the store
+    assert latest_checkpoint(tmp_path / "out" / "checkpoints").endswith("checkpoint_epoch=4.pt")
+
+
+def test_a_store_that_never_comes_back_keeps_a_local_copy_and_the_weights(tmp_path, monkeypatch):
+    _store_down_for(monkeypatch, lambda steps: max(steps) >= 2)
+    with pytest.raises(Exception) as info:
+        run_bundle("patronus_demo", ["train.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(tmp_path / "data"),
+                   tracking_enabled=True, **(SHORT | dict(max_epochs=3)))
+    offline = tmp_path / "out" / "mlflow_offline_metrics.jsonl"
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any(str(offline) in m and "checkpoints" in m for m in chain), chain
+    kept = [json.loads(line) for line in offline.read_text().splitlines()]
+    assert sorted({m["step"] for m in kept if m["key"] == "loss"}) == [2, 3]  # step 1 reached the store
+    assert latest_checkpoint(tmp_path / "out" / "checkpoints").endswith("checkpoint_epoch=3.pt")  # trained to the end

@@ -91,3 +91,16 @@ def test_gather_images_keeps_only_the_asked_rows():
     assert gather_images(data, []) == {}
     with pytest.raises(ValueError, match=r"g: indices \[5, 9\] lie beyond the data's 5 images"):
         gather_images(data, [0, 5, 9], owner="g")
+
+
+def test_a_batch_of_only_skipped_samples_is_skipped():
+    """DropNoneCollate(on_empty="none") gives None for a batch whose every sample was skipped (a corrupt study folder
+    in an unshuffled pass); every streaming pass skips it instead of failing."""
+    from monai_patronus.data import DropNoneCollate
+
+    collate = DropNoneCollate(on_empty="none")
+    good = [{"image": torch.full((1, 2, 2), float(i)), "id": f"x{i}"} for i in range(3)]
+    batches = [collate(good[:2]), collate([None, None]), collate([good[2], None])]
+    assert batches[1] is None and collate.num_dropped == 3
+    seen = [(offset, images[:, 0, 0, 0].tolist(), extras["id"]) for offset, images, extras in iter_batches(batches, "test", keys=("id",))]
+    assert seen == [(0, [0.0, 1.0], ["x0", "x1"]), (2, [2.0], ["x2"])]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monai_patronus.data.chexpert import CHEXPERT_LABELS, load_chexpert_datalist
+from monai_patronus.data.chexpert import CHEXPERT_LABELS, CHEXPERT_METADATA, chexpert_label_columns, load_chexpert_datalist
 
 HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS]
 # (path, sex, age, view, ap/pa, {label column: CSV text}); unlisted labels are blank
@@ -48,7 +48,7 @@ def label(values: dict[str, float]) -> np.ndarray:
 
 def test_datalist_items(tmp_path):
     csv = write_chexpert(tmp_path)
-    items = load_chexpert_datalist(csv)
+    items = load_chexpert_datalist(csv, frontal_only=False, extra_columns=CHEXPERT_METADATA)
     assert len(items) == 4
     first = items[0]
     assert set(first) == {"image", "label", "id", "row", "sex", "age", "frontal_lateral", "ap_pa"}
@@ -66,7 +66,7 @@ def test_datalist_items(tmp_path):
     [("ones", 1.0), ("zeros", 0.0), ("ignore", float("nan"))],
 )
 def test_uncertain_policies(tmp_path, policy, uncertain_value):
-    items = load_chexpert_datalist(write_chexpert(tmp_path), uncertain=policy)
+    items = load_chexpert_datalist(write_chexpert(tmp_path), uncertain=policy, frontal_only=False)
     expected = label({"Cardiomegaly": uncertain_value, "Edema": 1, "Fracture": 0})
     np.testing.assert_array_equal(items[1]["label"], expected)  # equal_nan by default
     np.testing.assert_array_equal(items[3]["label"], label({"Edema": uncertain_value}))
@@ -77,7 +77,7 @@ def test_uncertain_error_and_per_column_policy(tmp_path):
     with pytest.raises(ValueError, match=r"row 3, column 'Cardiomegaly' is uncertain"):
         load_chexpert_datalist(csv, uncertain="error")
     policies = dict.fromkeys(CHEXPERT_LABELS, "zeros") | {"Edema": "ones", "Pneumonia": "ignore"}
-    items = load_chexpert_datalist(csv, uncertain=policies)
+    items = load_chexpert_datalist(csv, uncertain=policies, frontal_only=False)
     np.testing.assert_array_equal(items[1]["label"], label({"Edema": 1}))
     np.testing.assert_array_equal(items[2]["label"], label({"Lung Opacity": 1, "Pneumonia": float("nan")}))
     np.testing.assert_array_equal(items[3]["label"], label({"Edema": 1}))
@@ -109,20 +109,23 @@ def test_image_root_and_absolute_paths(tmp_path):
     items = load_chexpert_datalist(csv, image_root=root)
     assert [i["image"] for i in items] == [str(root / rows[0][0]), str(tmp_path / "abs.png")]
     assert items[0]["label"][CHEXPERT_LABELS.index("Edema")] == 1.0  # "1" parses like "1.0"
-    with pytest.raises(ValueError, match=r"row 2: image file .*view1_frontal\.jpg does not exist"):
+    with pytest.raises(ValueError, match=r"train\.csv row 2: the image file in column 'Path' does not exist") as info:
         load_chexpert_datalist(csv)  # default root: the CSV's folder, which does not hold the images
+    assert "p1" not in str(info.value) and "view1_frontal" not in str(info.value)  # rows, never paths
 
 
 def test_missing_images_raise_or_skip(tmp_path, caplog):
     csv = write_chexpert(tmp_path)
     (tmp_path / ROWS[1][0]).unlink()
     (tmp_path / ROWS[3][0]).unlink()
-    with pytest.raises(ValueError, match=r"row 3: image file .*patient00002/study2/view1_frontal\.jpg does not exist"):
-        load_chexpert_datalist(csv)
+    with pytest.raises(ValueError, match=r"row 3: the image file in column 'Path' does not exist") as info:
+        load_chexpert_datalist(csv, frontal_only=False)
+    assert "patient" not in str(info.value) and str(tmp_path) not in str(info.value)
     with caplog.at_level(logging.WARNING, logger="monai_patronus.data"):
-        items = load_chexpert_datalist(csv, on_missing="skip")
+        items = load_chexpert_datalist(csv, on_missing="skip", frontal_only=False)
     assert [i["row"] for i in items] == [2, 4]
-    assert "skipped 2 of 4 rows" in caplog.text and "row 3" in caplog.text
+    assert "skipped 2 of 4 rows of train.csv whose image file does not exist (rows 3, 5)" in caplog.text
+    assert "patient" not in caplog.text and str(tmp_path) not in caplog.text
     with pytest.raises(ValueError, match="on_missing"):
         load_chexpert_datalist(csv, on_missing="ignore")
 
@@ -130,7 +133,7 @@ def test_missing_images_raise_or_skip(tmp_path, caplog):
 def test_empty_datalist(tmp_path):
     csv = write_chexpert(tmp_path, make_images=False)
     with pytest.raises(ValueError, match=r"no images left .* 4 rows, 0 dropped by frontal_only, 4 skipped"):
-        load_chexpert_datalist(csv, on_missing="skip")
+        load_chexpert_datalist(csv, on_missing="skip", frontal_only=False)
     only_lateral = write_chexpert(tmp_path / "b", rows=[ROWS[2]])
     with pytest.raises(ValueError, match="1 dropped by frontal_only"):
         load_chexpert_datalist(only_lateral, frontal_only=True)
@@ -151,11 +154,14 @@ def test_csv_errors(tmp_path):
         load_chexpert_datalist(no_path)
     no_label = write_chexpert(tmp_path / "b", header=[c for c in HEADER if c != "Edema"])
     with pytest.raises(ValueError, match=r"no label column\(s\) \['Edema'\]; available columns: \['Path'"):
-        load_chexpert_datalist(no_label)
+        load_chexpert_datalist(no_label, label_columns=CHEXPERT_LABELS)
     with pytest.raises(ValueError, match=r"no extra column\(s\) \['Race'\]"):
         load_chexpert_datalist(write_chexpert(tmp_path / "c"), extra_columns=("Race",))
     with pytest.raises(ValueError, match="label_columns is empty"):
         load_chexpert_datalist(write_chexpert(tmp_path / "c"), label_columns=[])
+    only_metadata = write_chexpert(tmp_path / "d", header=["Path", "Sex", "Age"])
+    with pytest.raises(ValueError, match=r"train\.csv has no label column: its columns \['Path', 'Sex', 'Age'\]"):
+        load_chexpert_datalist(only_metadata)
 
 
 @pytest.mark.parametrize("bad", ["2.0", "yes", "nan", "0.5"])
@@ -176,3 +182,53 @@ def test_frontal_only_needs_the_view_column(tmp_path):
     csv = write_chexpert(tmp_path, header=[c for c in HEADER if c != "Frontal/Lateral"])
     with pytest.raises(ValueError, match=r"no view column\(s\) \['Frontal/Lateral'\]"):
         load_chexpert_datalist(csv, frontal_only=True, extra_columns=())
+
+
+def _write_csv(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_users_csv_needs_only_path_and_label_columns(tmp_path):
+    """A CSV with a path column and finding columns, nothing else: the findings are the labels, every row kept."""
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(b"x")
+    csv = _write_csv(tmp_path / "mine.csv", ["Path,Cardiomegaly,Pacemaker", "a.png,1,1", "b.png,0,", "c.png,-1,0"])
+    assert chexpert_label_columns(csv) == ["Cardiomegaly", "Pacemaker"]
+    items = load_chexpert_datalist(csv)
+    assert [set(i) for i in items] == [{"image", "label", "id", "row"}] * 3
+    np.testing.assert_array_equal(np.stack([i["label"] for i in items]), [[1, 1], [0, 0], [1, 0]])  # U-Ones
+    assert [i["id"] for i in items] == ["a", "b", "c"]
+    # a metadata column is asked for explicitly, and then it must exist
+    with pytest.raises(ValueError, match=r"mine\.csv has no view column\(s\) \['Frontal/Lateral'\]"):
+        load_chexpert_datalist(csv, frontal_only=True)
+    with pytest.raises(ValueError, match=r"no extra column\(s\) \['Sex'\]"):
+        load_chexpert_datalist(csv, extra_columns=["Sex"])
+    # a non-label column that is not CheXpert metadata is named with the fix
+    wide = _write_csv(tmp_path / "wide.csv", ["Path,Site,Cardiomegaly", "a.png,north,1"])
+    with pytest.raises(ValueError, match=r"row 2, column 'Site': label 'north' is not .* pass label_columns"):
+        load_chexpert_datalist(wide)
+    assert load_chexpert_datalist(wide, extra_columns=["Site"])[0]["site"] == "north"
+
+
+def test_frontal_only_auto_keeps_frontal_rows_when_the_column_exists(tmp_path):
+    csv = write_chexpert(tmp_path)
+    assert [i["row"] for i in load_chexpert_datalist(csv)] == [2, 3, 5]  # row 4 is lateral
+    assert [i["row"] for i in load_chexpert_datalist(csv, frontal_only=False)] == [2, 3, 4, 5]
+    assert chexpert_label_columns(csv) == list(CHEXPERT_LABELS)
+    with pytest.raises(ValueError, match="frontal_only must be True, False or None"):
+        load_chexpert_datalist(csv, frontal_only="yes")
+
+
+def test_trailing_commas_and_long_rows(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    trailing = _write_csv(tmp_path / "t.csv", ["Path,Edema,Fracture", "a.png,1,0,", "a.png,0,1,"])
+    items = load_chexpert_datalist(trailing)
+    np.testing.assert_array_equal(np.stack([i["label"] for i in items]), [[1, 0], [0, 1]])
+    assert items[0]["image"] == str(tmp_path / "a.png")
+    long = _write_csv(tmp_path / "l.csv", ["Path,Edema,Fracture", "a.png,Female,0,1"])  # a value shifts the row
+    with pytest.raises(ValueError, match=r"l\.csv row 2 has 4 fields but the header has 3"):
+        load_chexpert_datalist(long)
+    later = _write_csv(tmp_path / "m.csv", ["Path,Edema,Fracture", "a.png,1,0", "a.png,Female,0,1"])
+    with pytest.raises(ValueError, match=r"cannot parse m\.csv .*Expected 3 fields in line 3, saw 4"):
+        load_chexpert_datalist(later)

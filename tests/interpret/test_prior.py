@@ -420,3 +420,39 @@ def test_generator_device_mismatch():
 def test_fit_argument_errors(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         fit_activation_prior(*args, **kwargs)
+
+
+class _Payload:
+    """Unpickling this runs ``marker.touch()``: what a crafted prior file would do with ``weights_only=False``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_load_prior_reads_a_saved_prior_and_runs_no_code_from_a_crafted_one(fitted, tmp_path):
+    from monai_patronus.interpret import load_prior
+
+    prior, losses = fitted[0], fitted[1]
+    good = tmp_path / "prior.pt"
+    torch.save({"config": prior.config, "state_dict": prior.state_dict(), "losses": losses}, good)  # as train_prior
+    loaded = load_prior(good)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(loaded.sample(4, generator=g1), prior.sample(4, generator=g2))
+
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"config": _Payload(marker), "state_dict": prior.state_dict()}, crafted)
+    with pytest.raises(ValueError, match=r"crafted\.pt is not an activation prior .* never unpickled"):
+        load_prior(crafted)
+    assert not marker.exists()
+    torch.save({"weights": prior.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="no 'config'/'state_dict'"):
+        load_prior(tmp_path / "other.pt")
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"cut\.pt is not an activation prior"):
+        load_prior(tmp_path / "cut.pt")

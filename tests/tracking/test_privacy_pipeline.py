@@ -130,10 +130,11 @@ def _write_radiograph(path: Path, pixels: np.ndarray, patient: dict, study: dict
     ds.save_as(str(path), enforce_file_format=True)
 
 
-def _write_pacs_export(root: Path) -> tuple[list[str], list[dict]]:
+def _write_pacs_export(root: Path) -> tuple[list[str], list[dict], dict]:
     """``root/<PatientID>/<StudyInstanceUID>/<SOPInstanceUID>.dcm`` for every study and a CheXpert-style
-    ``train.csv`` naming them by relative path. Returns the datalist ids (paths without suffix) and the
-    header of every image (the patient's values merged with the study's and the UIDs)."""
+    ``train.csv`` naming them by relative path, plus a corrupt file and a missing one. Returns the datalist ids
+    of the good images (paths without suffix), the header of every good image (the patient's values merged with
+    the study's and the UIDs), and the UIDs in the paths of the two bad rows."""
     from pydicom.uid import generate_uid
 
     root.mkdir(parents=True)
@@ -153,11 +154,21 @@ def _write_pacs_export(root: Path) -> tuple[list[str], list[dict]]:
             headers.append({**{k: v for k, v in patient.items() if k != "studies"}, **study, **uids})
             labels = ["1.0" if j == (2 * p + s) % 14 else "" for j in range(14)]
             rows.append([rel, "Female", 2021 - int(patient["PatientBirthDate"][:4]), "Frontal", "PA", *labels])
+    # one corrupt file and one missing file, in the same PACS layout (rows 6 and 7 of the CSV): the run skips both
+    bad = {}
+    for patient, what in ((PATIENTS[0], "corrupt"), (PATIENTS[1], "missing")):
+        uids = {key: generate_uid() for key in ("StudyInstanceUID", "SOPInstanceUID")}
+        rel = f"{patient['PatientID']}/{uids['StudyInstanceUID']}/{uids['SOPInstanceUID']}.dcm"
+        if what == "corrupt":
+            (root / rel).parent.mkdir(parents=True)
+            (root / rel).write_bytes(b"DICM but truncated " + patient["PatientID"].encode())
+        bad[what] = uids
+        rows.append([rel, "Female", 80, "Frontal", "PA", *(["1.0"] + [""] * 13)])
     with open(root / "train.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS])
         writer.writerows(rows)
-    return ids, headers
+    return ids, headers, bad
 
 
 # ---------------------------------------------------------------------------------------------- the search
@@ -262,98 +273,169 @@ class Search:
         self.num_bytes += len(blob)
         low = blob.lower()
         hits = [n for n in self.needles if _occurs(low, n)]
-        self.found += [f"{n.what} {n.text!r} in {name}" for n in hits if not (allow_path_ids and n.in_path)]
+        for n in hits:
+            if not (allow_path_ids and n.in_path):
+                at = low.find(n.pattern)
+                context = blob[max(0, at - 80): at + len(n.pattern) + 40].decode("utf-8", "replace")
+                self.found.append(f"{n.what} {n.text!r} in {name}: ...{context!r}...")
         return hits
 
     def file(self, path: Path, allow_path_ids: bool = False) -> list[Needle]:
         return [hit for name, blob in _views(path) for hit in self.blob(name, blob, allow_path_ids)]
 
 
+# ---------------------------------------------------------------------------------------------- the store
+USER, TOKEN = "alice-qx", "S3CR3T-QX-TOKEN"  # credentials in the tracking URI, as a user might give them
+KEY = "5eed" * 8  # a pseudonym key given as a config override: a secret that must not be logged either
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real MLflow tracking server on a free loopback port, its store and artifacts under ``tmp_path/server``:
+    ``(uri without credentials, folder)``."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder = tmp_path / "server"
+    folder.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(folder.parent / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder / 'store.db'}", "--artifacts-destination", str(folder / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=1):
+                    break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail("mlflow server exited: " + (folder.parent / "server.log").read_text()[-2000:])
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not answer in 2 minutes")
+        yield uri, folder
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
 # ---------------------------------------------------------------------------------------------- the test
-def test_no_dicom_identifier_reaches_mlflow_logs_or_outputs(tmp_path, monkeypatch):
+def test_no_identifier_path_or_credential_reaches_mlflow_logs_or_outputs(tmp_path, monkeypatch, mlflow_server):
+    """PACS-style paths (folders named by PatientID, files by UIDs), one corrupt and one missing file in the CSV,
+    credentials in the tracking URI and a pseudonym key given in the config: none of it, and no DICOM header
+    value, reaches the MLflow store (database and artifacts), the output folder, or what the run printed."""
     for var in ("MLFLOW_TRACKING_URI", "PATRONUS_PSEUDONYM_KEY", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(var, raising=False)
     # conftest sets it in os.environ, which run_cli passes to the bundle process (no telemetry leaves the box)
     assert os.environ.get("MLFLOW_DISABLE_TELEMETRY") == "true"
+    server_uri, server_dir = mlflow_server
+    secret_uri = server_uri.replace("http://", f"http://{USER}:{TOKEN}@")
     data, out = tmp_path / "pacs_export", tmp_path / "out"
-    ids, headers = _write_pacs_export(data)
+    ids, headers, bad = _write_pacs_export(data)
     bundle_dir = BUNDLES / BUNDLE
     bundle_files = {p for p in bundle_dir.rglob("*")}
 
     result = run_cli(
         BUNDLE,
         ["--config_file", "configs/train.json", "--logging_file", "configs/logging.conf", "--output_dir", str(out),
-         "--dataset_dir", str(data), "--tracking_enabled", "true", "--image_size", "64", "--max_epochs", "2",
-         "--epoch_length", "1", "--batch_size", "2", "--num_workers", "0", "--grid_images", "2",
-         "--num_inference_steps", "2", "--grid_interval", "1", "--provenance_top_k", "2"],
+         "--dataset_dir", str(data), "--tracking_enabled", "true", "--tracking_uri", secret_uri,
+         "--train#handlers#3#pseudonym_key", KEY, "--on_missing", "skip", "--on_error", "skip",
+         "--image_size", "64", "--max_epochs", "2", "--epoch_length", "2", "--batch_size", "2", "--num_workers", "0",
+         "--grid_images", "2", "--num_inference_steps", "2", "--grid_interval", "1", "--provenance_top_k", "2"],
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + "\n----- stderr -----\n" + result.stderr[-5000:]
 
     # ---- the pipeline really logged what it should (the search below is not vacuous)
+    printed = result.stdout + result.stderr
+    assert "skipped 1 of 6 rows of train.csv whose image file does not exist (rows 7)" in printed  # the missing file
+    assert "datalist row 6" in printed  # the corrupt file, named by its row
     record = json.loads((out / "mlflow_run.json").read_text())
     assert f"MLflow: run {record['run_id']}" in result.stdout  # the run's log is what was captured
-    assert record["tracking_uri"] == f"sqlite:///{(out / 'mlflow.db').resolve()}"
-    client = mlflow.MlflowClient(tracking_uri=record["tracking_uri"])
+    assert record["tracking_uri"] == server_uri.replace("http://", "http://***@")  # no credentials, still useful
+    client = mlflow.MlflowClient(tracking_uri=server_uri)
     run = client.get_run(record["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.info.artifact_uri.startswith((out / "mlruns").resolve().as_uri()), run.info.artifact_uri
     logged = {a.path for d in ("", "config", "data", "grids", "provenance/final") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"config/bundle_config.json", "data/fingerprint.json", "provenance/final/provenance.json",
             "provenance/final/provenance.png"} <= logged, logged
     assert any(p.startswith("grids/") for p in logged), logged
-    assert run.data.params["image_size"] == "64" and run.data.tags["data.num_items"] == "4"
-    tables = list((out / "mlruns").rglob("provenance/final/provenance.json"))
+    params = run.data.params
+    assert params["image_size"] == "64" and run.data.tags["data.num_items"] == "5"  # 4 good + the corrupt one
+    assert params["dataset_dir"] == params["output_dir"] == "<path>" and params["tracking_uri"] == record["tracking_uri"]
+    config = json.loads(Path(client.download_artifacts(run.info.run_id, "config/bundle_config.json", str(tmp_path))).read_text())
+    assert config["train"]["handlers"][3]["pseudonym_key"] == "<redacted>"
+    tables = list((server_dir / "artifacts").rglob("provenance/final/provenance.json"))
     assert len(tables) == 1, tables
     table = json.loads(tables[0].read_text())
     pseudonyms = [patch["image"] for row in table["prototypes"] for patch in row["patches"]]
     assert pseudonyms and all(p.startswith("img-") for p in pseudonyms)
-    key = Pseudonymizer.from_key_file(out / "pseudonym.key", create=False)
+    key = Pseudonymizer(KEY)  # the key given in the config made the pseudonyms
     assert table["pseudonym_key_id"] == key.key_id == run.data.tags["pseudonym_key_id"]
     mapped = key.map_back(pseudonyms, ids)  # the ids that named the patients reached provenance, as pseudonyms
     assert all(any(m.startswith(p["PatientID"] + "/") for p in PATIENTS) for m in mapped.values()), mapped
     version = client.get_model_version_by_alias(MODEL_NAME, "candidate")
     assert version.run_id == run.info.run_id and str(version.version) == str(record["model_version"])
-    assert list((out / "mlruns").rglob("MLmodel")), "the logged model's files are not under <out>/mlruns"
+    assert list((server_dir / "artifacts").rglob("MLmodel")), "the logged model's files are not in the server's store"
     # every table of the store is readable: the search below sees the database's real content
-    with sqlite3.connect(out / "mlflow.db") as db:
+    with sqlite3.connect(server_dir / "store.db") as db:
         tables_in_db = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         assert "runs" in tables_in_db and "model_versions" in tables_in_db
         assert db.execute("SELECT count(*) FROM params").fetchone()[0] > 10
 
     # ---- the search
     needles = _needles(headers)
+    for what, uids in bad.items():  # the bad rows' paths name the patients too
+        for keyword, uid in uids.items():
+            needles.append(Needle(f"{keyword} of the {what} file", uid, in_path=True))
+    needles += [Needle("tracking user", USER), Needle("tracking token", TOKEN), Needle("pseudonym key", KEY),
+                Needle("data folder", data.name, in_path=True)]
     search = Search(needles)
     # the control: the same routine finds the identifiers in the raw data (headers, CSV, file names)
     control = Search(needles)
     for path in sorted(data.rglob("*.dcm")):
         hits = {n.what for n in control.file(path)}
+        if path.stat().st_size < 100:  # the corrupt file names its patient only
+            assert "PatientID" in hits, (path, hits)
+            continue
         assert {"PatientName", "PatientID", "PatientBirthDate", "StudyDate", "StudyTime", "InstitutionName",
                 "ReferringPhysicianName", "AccessionNumber", "SOPInstanceUID", "FrameOfReferenceUID",
                 "DeviceSerialNumber", "private tag"} <= hits, (path, hits)
-    assert {n.what for n in control.file(data / "train.csv")} >= {"PatientID", "StudyInstanceUID", "SOPInstanceUID"}
+    assert {n.what for n in control.file(data / "train.csv")} >= {
+        "PatientID", "StudyInstanceUID", "SOPInstanceUID", "SOPInstanceUID of the missing file"}
     assert {n.what for n in control.blob("ids", "\n".join(ids).encode())} >= {"PatientID", "SOPInstanceUID (tail)"}
+    assert {n.what for n in control.blob("argv", " ".join([secret_uri, KEY, str(data)]).encode())} == {
+        "tracking user", "tracking token", "pseudonym key", "data folder"}
     assert not {n.what for n in control.blob("a float", b"[-0.019450317, 0.1945031712, 3.219450317e-05]")}
     assert {n.what for n in control.blob("a date", b'{"birth": "19450317"}')} == {"PatientBirthDate"}
 
     # what the run printed
     search.blob("stdout of the training run", result.stdout.encode())
     search.blob("stderr of the training run", result.stderr.encode())
-    # every file under the output folder: mlflow.db (and any -wal / -journal), mlruns/ (all artifacts, the logged
-    # model), mlflow_run.json, checkpoints/, grids/, cache/ and any log file; only the pseudonym key is left out
-    # (a random secret, it cannot hold an identifier and must never be logged anyway)
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "pseudonym.key")
-    assert out / "mlflow.db" in files and out / "mlflow_run.json" in files
+    # the whole MLflow store (database and every artifact, the logged and registered model included), and every
+    # file under the output folder: mlflow_run.json, checkpoints/, grids/, cache/ and any log file
+    files = sorted(p for p in [*server_dir.rglob("*"), *out.rglob("*")] if p.is_file())
+    assert server_dir / "store.db" in files and out / "mlflow_run.json" in files
     assert any(p.suffix == ".pt" for p in files) and any(p.parent.name == "cache" for p in files)
+    assert not (out / "pseudonym.key").exists()  # the key came from the config
     cached_with_ids = []
     for path in files:
-        # The PersistentDataset cache is the training machine's local copy of the datalist items: an item keeps
-        # its "id" (the CSV Path, which names the PatientID / UIDs of the PACS folders) because the provenance
-        # pass needs it to compute the pseudonyms, and its "image" path (today the cache holds the untransformed
-        # item: the preprocessing is a Compose, which MONAI counts as random, so nothing after it is cached). So
-        # the cache may hold what the CSV already holds (it is as sensitive as the dataset and stays with it, it is
-        # never logged), but nothing from the DICOM headers beyond that. Checkpoints get no such allowance.
-        local = path.relative_to(out).parts[0] == "cache"
+        # The PersistentDataset cache is the training machine's local copy of the transformed datalist items: an
+        # item keeps its "id" (the CSV Path, which names the PatientID / UIDs of the PACS folders) because the
+        # provenance pass needs it to compute the pseudonyms. So the cache may hold what the CSV already holds (it
+        # is as sensitive as the dataset and stays with it, it is never logged), but nothing from the DICOM headers
+        # beyond that. Checkpoints, the store and the logs get no such allowance.
+        local = path.is_relative_to(out) and path.relative_to(out).parts[0] == "cache"
         hits = search.file(path, allow_path_ids=local)
         if local and hits:
             cached_with_ids.append(path.name)
@@ -362,7 +444,7 @@ def test_no_dicom_identifier_reaches_mlflow_logs_or_outputs(tmp_path, monkeypatc
     assert not new_in_bundle, new_in_bundle
     print(f"searched {len(needles)} identifier strings in {search.num_files} files/streams, "
           f"{search.num_bytes / 2**20:.1f} MiB; cache files holding datalist ids: {len(cached_with_ids)}")
-    assert not search.found, "patient identifiers leaked:\n" + "\n".join(search.found)
+    assert not search.found, "patient identifiers, paths or secrets leaked:\n" + "\n".join(search.found)
 
 
 def test_non_conformant_header_values_do_not_reach_the_log(tmp_path):
