@@ -104,15 +104,18 @@ def _default_image_root(csv_path: Path, paths: Sequence[str]) -> Path:
     return folder
 
 
-def _read_csv(csv_path: Path):
-    """The CSV as a frame of stripped strings. Rows that end in a trailing comma (one more field than the header,
-    all blank) read as the header says; a row with more non-blank fields than the header is refused by row."""
+def _read_csv(csv_path: Path, nrows: int | None = None):
+    """The CSV (its first ``nrows`` rows; ``0``: the header alone) as a frame of stripped strings. Rows that end in
+    a trailing comma (one more field than the header, all blank) read as the header says; a row with more
+    non-blank fields than the header is refused by row."""
     pd = optional_import("pandas")[0]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
             # index_col=False: pandas would otherwise take the first column as the index when rows have a trailing comma
-            frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
+            frame = pd.read_csv(
+                csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False, nrows=nrows
+            )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"load_chexpert_datalist: cannot parse {csv_path.name} as CSV ({e}).") from e
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):  # some row is longer than the header
@@ -135,7 +138,7 @@ def chexpert_label_columns(
     ``path_column``, CheXpert's metadata columns (:data:`CHEXPERT_METADATA`) and ``extra_columns``, in CSV order.
     On a CheXpert CSV these are the 14 :data:`CHEXPERT_LABELS`; on a user's CSV with a path column and finding
     columns, the finding columns."""
-    return _default_label_columns(list(_read_csv(Path(csv_path)).columns), path_column, extra_columns)
+    return _default_label_columns(list(_read_csv(Path(csv_path), nrows=0).columns), path_column, extra_columns)
 
 
 def _default_label_columns(columns: Sequence[str], path_column: str, extra_columns: Sequence[str]) -> list[str]:

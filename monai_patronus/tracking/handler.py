@@ -331,11 +331,15 @@ class PatronusTrackingHandler(MLFlowHandler):
         except Exception as err:  # the store is down: training goes on
             self._store_down(err)
 
+    @property
+    def _credentials_in_uri(self) -> bool:
+        return redact_uri(self.tracking_uri) != self.tracking_uri
+
     @contextlib.contextmanager
     def _no_run_url_print(self) -> Iterator[None]:
         """MLflow prints "View run ... at: <tracking URI>" to stdout whenever a run ends; with credentials in the
         URI that line would carry them, so it is switched off meanwhile (the summary shows the redacted URI)."""
-        if redact_uri(self.tracking_uri) == self.tracking_uri:
+        if not self._credentials_in_uri:
             yield
             return
         saved = os.environ.get(_QUIET_URLS)
@@ -375,11 +379,10 @@ class PatronusTrackingHandler(MLFlowHandler):
                     self.client.set_terminated(self.cur_run.info.run_id, "FAILED")
                 except Exception:  # the store itself is gone; the error below says what to do
                     pass
-            hidden = redact_uri(self.tracking_uri) != self.tracking_uri  # the cause's text may hold the credentials
             raise RuntimeError(
                 f"MLflow logging at the end of training failed ({type(err).__name__}: {_hide(err, self.tracking_uri)}). "
                 f"The trained weights are safe in the checkpoints under {self.output_dir}; the run is {self._where()}."
-            ) from (None if hidden else err)
+            ) from (None if self._credentials_in_uri else err)  # the cause's text may hold the credentials
 
     def _failed(self, engine: Engine, err: Exception) -> None:
         if self.cur_run is not None:

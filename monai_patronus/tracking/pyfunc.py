@@ -160,6 +160,12 @@ def _allowed_targets() -> frozenset[str]:
 ALLOWED_TARGETS = _allowed_targets()
 
 
+def _activation_range(epsilon: float) -> tuple[float, float]:
+    """``[0, log(1/eps)]``: the values ``s = log((d + 1) / (d + eps))`` takes for distances ``d >= 0``."""
+    top = math.log(1.0 / epsilon)
+    return (min(0.0, top), max(0.0, top))
+
+
 def _invalid(message: str) -> MlflowException:
     """A bad request: the scoring server answers it with HTTP 400 and ``message`` in the JSON body."""
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
@@ -474,9 +480,7 @@ class PatronusModel(mlflow.pyfunc.PythonModel):
 
     # ------------------------------------------------------------------ request checks
     def _activation_range(self) -> tuple[float, float]:
-        """``[0, log(1/eps)]``: the values ``s = log((d + 1) / (d + eps))`` takes for distances ``d >= 0``."""
-        top = math.log(1.0 / float(self.network.prototype_encoder.epsilon))
-        return (min(0.0, top), max(0.0, top))
+        return _activation_range(float(self.network.prototype_encoder.epsilon))
 
     def _check_limits(self, mode: str, n: int, steps: int) -> None:
         """Refuse a request over ``max_batch_size`` or (``generate`` / ``edit``) ``max_batch_steps``."""
@@ -752,14 +756,13 @@ def _metadata(config: dict, epsilon: float) -> dict:
 
     k = config["num_prototypes"]
     spatial_dims = len(config["image_shape"]) - 1
-    top = math.log(1.0 / epsilon)
     return {
         "image_shape": list(config["image_shape"]),
         "num_prototypes": k,
         "limits": {key: config[key] for key in DEFAULT_LIMITS},
         "inputs": {
             "image": {"dtype": "float32", "shape": image(), "range": list(IMAGE_RANGE), "modes": ["encode", "edit"]},
-            "activations": {"dtype": "float32", "shape": [-1, k], "range": [min(0.0, top), max(0.0, top)],
+            "activations": {"dtype": "float32", "shape": [-1, k], "range": list(_activation_range(epsilon)),
                             "modes": ["generate"]},
         },
         "outputs": {
@@ -834,7 +837,7 @@ def _check_model_config(config: object, where: str) -> dict:
     if "scheduler" in config["inferer"]:
         raise ValueError(f"{where}['inferer'] must not hold 'scheduler'; give the scheduler's config as {where}['scheduler'].")
     for key in ("network", "scheduler", "inferer"):
-        _check_targets(config[key], f"{where}[{key!r}]")  # again in _build, the gate in front of ConfigParser
+        _check_targets(config[key], f"{where}[{key!r}]")  # the gate in front of ConfigParser (_build)
         _check_literal(config[key], f"{where}[{key!r}]")
     shape = config["image_shape"]
     if (
@@ -938,15 +941,12 @@ def _check_targets(value: object, where: str) -> None:
 def _build(config: dict, where: str) -> tuple[nn.Module, PatronusInferer]:
     """Instantiate the network (random weights) and the inferer (with its scheduler) from a checked config.
 
-    The whole config is checked first (:func:`_check_targets`, :func:`_check_literal`), so ConfigParser never sees
-    a ``_target_`` outside :data:`ALLOWED_TARGETS`, a directive that could run code, or a reference, expression or
-    macro.
+    ``config`` must come from :func:`_check_model_config`, whose :func:`_check_targets` and :func:`_check_literal`
+    make sure ConfigParser never sees a ``_target_`` outside :data:`ALLOWED_TARGETS`, a directive that could run
+    code, or a reference, expression or macro (both callers check, then build).
     """
     from monai.bundle import ConfigParser
 
-    _check_targets(config, where)
-    for key in ("network", "scheduler", "inferer"):
-        _check_literal(config[key], f"{where}[{key!r}]")
     try:
         network = ConfigParser(copy.deepcopy(config["network"])).get_parsed_content()
     except Exception as e:  # any failure: re-raised naming the config key
