@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from monai_patronus.data import load_digits_images
 from monai_patronus.engines import create_patronus_trainer
+from monai_patronus.evaluation import semantic_reconstruction
 from monai_patronus.inferers import PatronusInferer
 from monai_patronus.networks import PatronusUNet, PrototypeEncoder
 from monai_patronus.utils import psnr, save_png_grid
@@ -104,9 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
         "train_seconds": round(train_s, 1),
         "loss_first_50": sum(losses[:50]) / max(1, len(losses[:50])),
         "loss_last_50": sum(losses[-50:]) / max(1, len(losses[-50:])),
-        # PSNR of the images as displayed (clamped to the data range [-1, 1])
-        "psnr_reconstruction_db": float(psnr(recon.clamp(-1, 1), x0).mean()),
-        "psnr_fresh_noise_sample_db": float(psnr(variations.clamp(-1, 1), x0).mean()),
+        # the inversion error (exact DDIM inversion reconstructs through any network, trained or not)
+        "inversion_psnr_db": float(psnr(recon.clamp(-1, 1), x0).mean()),
+        # does generation use s? samples given each image's own s against another image's s (chance 0)
+        "semantic_gap_psnr_db": semantic_reconstruction(net, inferer, x0, n, args.seed)["psnr"]["gap"],
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     grid = save_png_grid([x0, latents.clamp(-1, 1), recon, variations], args.output_dir / "patronus_demo.png")

@@ -61,3 +61,18 @@ def tracked_demo(tmp_path_factory):
         "model_name": record["registered_model_name"],
         "workflow": wf,
     }
+
+
+@pytest.fixture(scope="session")
+def parts_toy():
+    """A tiny Patronus whose generation follows ``s`` (``tests._helpers.train_parts_toy``: four shapes, each
+    present or absent, prototypes fixed to the shapes; about a minute on 2 cores), shared by the tests that must
+    tell a model that uses its prototypes from one that ignores them: ``(images, network, inferer, losses)``."""
+    from tests._helpers import train_parts_toy
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_parts_toy()
+    finally:
+        torch.set_num_threads(threads)

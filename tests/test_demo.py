@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_patronus.demo import main
+from monai_patronus.demo import build_tiny_patronus, main
 from monai_patronus.utils import psnr
 
 
@@ -21,22 +21,23 @@ def test_training_reduces_the_denoising_loss(trained):
     assert sum(losses[-50:]) / 50 < 0.35 * sum(losses[:50]) / 50
 
 
-def test_inversion_reconstructs_far_better_than_fresh_noise(trained):
+def test_inversion_maps_images_to_noise_only_when_trained(trained):
+    """Exact DDIM inversion reconstructs through any network (an untrained one at > 100 dB), so the
+    reconstruction PSNR proves nothing. What training changes is where inversion lands: a trained
+    ε-predictor maps images to latents with the statistics of the noise it was trained on; an untrained one
+    (zero-initialised output: ε = 0) only rescales the image by sqrt(alpha_bar) and lands near 0."""
     images, net, inferer, _ = trained
     x0 = images[:8]
-    with torch.no_grad():
-        s = net.encode(x0)
-    latents = inferer.invert(x0, net, num_inference_steps=50)
-    recon = inferer.reconstruct(latents, net, s, num_inference_steps=50)
-    fresh = inferer.sample(torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), net, s, 50)
-    # compare images as displayed: clamp to the data range [-1, 1]
-    psnr_recon = float(psnr(recon.clamp(-1, 1), x0).mean())
-    psnr_fresh = float(psnr(fresh.clamp(-1, 1), x0).mean())
-    print(f"PSNR reconstruction {psnr_recon:.2f} dB, fresh-noise sample {psnr_fresh:.2f} dB")
-    assert psnr_recon > 25.0
-    assert psnr_recon > psnr_fresh + 10.0
-    # the inverted latents look like noise, not like the image
-    assert 0.6 < float(latents.std()) < 1.4
+    untrained = build_tiny_patronus().eval()
+    stds = {}
+    for name, model in (("trained", net), ("untrained", untrained)):
+        latents = inferer.invert(x0, model, num_inference_steps=50)
+        stds[name] = float(latents.std())
+        correlation = float(torch.corrcoef(torch.stack([latents.flatten(), x0.flatten()]))[0, 1])
+        print(f"{name}: inverted latents std {stds[name]:.3f}, correlation with the image {correlation:.3f}")
+        if name == "trained":
+            assert 0.6 < stds[name] < 1.4 and abs(correlation) < 0.5  # noise-like, not the image
+    assert stds["untrained"] < 0.1
 
 
 def test_demo_writes_grid_and_summary(tmp_path):
@@ -44,7 +45,7 @@ def test_demo_writes_grid_and_summary(tmp_path):
     grid = Image.open(tmp_path / "patronus_demo.png")
     assert grid.size == ((8 * 17 + 1) * 4, (4 * 17 + 1) * 4)  # 8 columns, 4 rows of 16-px tiles, 1-px gaps, x4
     assert json.loads((tmp_path / "summary.json").read_text()) == pytest.approx(summary)
-    assert set(summary) >= {"psnr_reconstruction_db", "psnr_fresh_noise_sample_db", "train_seconds"}
+    assert set(summary) >= {"inversion_psnr_db", "semantic_gap_psnr_db", "train_seconds"}
 
 
 def test_fixed_point_inversion_reconstructs_better_with_few_steps(trained):

@@ -1,6 +1,7 @@
 """Diagnosis and evaluation of a trained Patronus model (METHOD.md section 6).
 
-Attribute-prototype analysis (``attributes``), shortcut reports (``shortcuts``), prototype quality:
+Conditioning metrics with chance levels: does generation use ``s`` (``conditioning``);
+attribute-prototype analysis (``attributes``), shortcut reports (``shortcuts``), prototype quality:
 linear-probe AUROC and TAD (``quality``), generation metrics: FID, PSNR, SSIM (``generation``), seed
 stability (``stability``), and :func:`evaluate`, which writes all of it for a trained model
 (``workflow``; the bundles' ``evaluate.json``).
@@ -18,6 +19,14 @@ from .attributes import (
     check_labels,
     encode_labelled,
     one_hot_classes,
+)
+from .conditioning import (
+    conditioning_gain,
+    conditioning_metrics,
+    conditioning_summary,
+    edit_efficacy,
+    sample_sanity,
+    semantic_reconstruction,
 )
 from .generation import (
     FeatureExtractor,
@@ -58,6 +67,12 @@ __all__ = [
     "check_labels",
     "one_hot_classes",
     "conditional_fid",
+    "conditioning_gain",
+    "conditioning_metrics",
+    "conditioning_summary",
+    "edit_efficacy",
+    "sample_sanity",
+    "semantic_reconstruction",
     "counterfactual_test",
     "encode_labelled",
     "evaluate",

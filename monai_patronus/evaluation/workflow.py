@@ -3,9 +3,10 @@
 Used by the bundles' ``evaluate.json`` (``python -m monai.bundle run --config_file
 "['configs/train.json','configs/evaluate.json']"``) and callable from Python. Writes:
 
-- ``evaluation.json``: attribute-prototype AUROC, linear-probe AUROC, TAD, the shortcut pairs with their
-  evidence and counterfactuals, reconstruction PSNR/SSIM, FID (with a feature extractor), seed stability
-  (with a second model), and the wall time of each part;
+- ``evaluation.json``: the conditioning metrics (does generation use ``s``? each with its chance level),
+  attribute-prototype AUROC, linear-probe AUROC, TAD, the shortcut pairs with their evidence and
+  counterfactuals, inversion PSNR/SSIM (DDIM reconstruction: the inversion error, exact for any network), FID
+  (with a feature extractor), seed stability (with a second model), and the wall time of each part;
 - ``evaluation.md``: a readable summary linking ``shortcuts.md`` (the shortcut report), ``auroc_heatmap.png``
   and the counterfactual panels.
 """
@@ -20,7 +21,9 @@ from pathlib import Path
 
 from torch import nn
 
+from monai_patronus.data.batches import iter_batches
 from monai_patronus.evaluation.attributes import attribute_auroc, encode_labelled
+from monai_patronus.evaluation.conditioning import conditioning_metrics
 from monai_patronus.evaluation.generation import (
     conditional_fid,
     load_feature_extractor,
@@ -74,6 +77,7 @@ def evaluate(
     folds: int = 5,
     max_samples: int = 10000,
     num_inference_steps: int = 50,
+    num_conditioning_images: int = 16,
     num_reconstruction_batches: int | None = 1,
     feature_extractor: str | nn.Module | None = None,
     num_fid_batches: int | None = None,
@@ -102,6 +106,9 @@ def evaluate(
             shortcut report (:func:`monai_patronus.evaluation.shortcut_report`).
         folds, max_samples: linear-probe AUROC and TAD (METHOD.md section 6: 5 folds, first 10,000 samples).
         num_inference_steps: DDIM steps for edits, reconstructions and generation.
+        num_conditioning_images: images (the first of ``heldout_data``, else of ``data``) for the conditioning
+            metrics (:func:`monai_patronus.evaluation.conditioning_metrics`; the plausible range of each
+            prototype is the analysed data's); 0 skips them.
         num_reconstruction_batches: batches of ``data`` for reconstruction PSNR/SSIM (``None``: all; 0: skip).
         feature_extractor: a TorchScript path or a module for FID (none: FID is skipped); nothing is downloaded.
         num_fid_batches: batches of ``data`` for FID (``None``: all).
@@ -144,6 +151,16 @@ def evaluate(
                                classes=classes)
         timings["encode_heldout"] = time.perf_counter() - start
         result["num_heldout_images"] = len(held)
+
+    if num_conditioning_images:
+        start = time.perf_counter()
+        images = _first_images(heldout_data if heldout_data is not None else data, num_conditioning_images, image_key)
+        device = next(network.parameters()).device
+        result["conditioning"] = conditioning_metrics(
+            network, inferer, images.to(device), num_inference_steps, reference=analysed.activations, seed=seed
+        )
+        result["conditioning"]["images"] = "held-out data" if heldout_data is not None else "analysed data"
+        timings["conditioning"] = time.perf_counter() - start
 
     start = time.perf_counter()
     auroc = attribute_auroc(analysed.activations, analysed.labels, analysed.names, on_constant=on_constant)
@@ -191,7 +208,8 @@ def evaluate(
         timings["fid"] = time.perf_counter() - start
     if compare_network is not None:
         start = time.perf_counter()
-        result["seed_stability"] = seed_stability(network, compare_network, data, image_key=image_key).to_dict()
+        result["seed_stability"] = seed_stability(network, compare_network, data, image_key=image_key,
+                                                  baseline_seed=seed).to_dict()
         timings["seed_stability"] = time.perf_counter() - start
 
     result["timings_s"] = timings
@@ -202,6 +220,17 @@ def evaluate(
     result["files"]["evaluation_json"] = str(out / "evaluation.json")
     result["files"]["evaluation_md"] = str(out / "evaluation.md")
     return result
+
+
+def _first_images(data: Iterable, count: int, image_key: str):
+    import torch
+
+    found = []
+    for _, images, _ in iter_batches(data, "evaluate", image_key):
+        found.append(images)
+        if sum(len(x) for x in found) >= count:
+            break
+    return torch.cat(found)[:count].float()
 
 
 def _first_batches(data: Iterable, count: int | None) -> Iterable:
@@ -222,6 +251,25 @@ def _markdown(result: dict, title: str, top_n: int) -> str:
     lines = [f"# {title}", "", f"{result['num_images']} images analysed"
              + (f", {result['num_heldout_images']} held out" if "num_heldout_images" in result else "")
              + f"; encoding at {result['images_per_second']:.1f} images/s.", ""]
+    if "conditioning" in result:
+        c = result["conditioning"]
+        sem, gain = c["semantic_reconstruction"], c["conditioning_gain"]
+        edit, sanity = c["edit_efficacy"]["invert"], c["sample_sanity"]
+        lines += ["## Does generation use the prototype vector?", "",
+                  f"On {sem['num_images']} images of the {c['images']}. Every explanation below is only as good as these "
+                  "numbers: at chance, the model ignores its prototypes and its edits and counterfactuals show nothing.", "",
+                  "| metric | value | chance |", "|---|---|---|",
+                  f"| samples given own s vs another image's s: PSNR to the image (dB) | {sem['psnr']['own']:.2f} vs "
+                  f"{sem['psnr']['other']:.2f} (gap {sem['psnr']['gap']:+.2f}) | gap 0 |",
+                  f"| same, SSIM | {sem['ssim']['own']:.3f} vs {sem['ssim']['other']:.3f} (gap {sem['ssim']['gap']:+.3f}) | gap 0 |",
+                  f"| own s closer (share of images) | {sem['win_rate']:.2f} | 0.50 |",
+                  f"| edit efficacy, raise / suppress (median share of the intended change of s_k) | "
+                  f"{_num(edit['raise']['median'])} / {_num(edit['suppress']['median'])} | 0 |",
+                  f"| pixel change inside prototype k's box, relative to its area | {_num(edit['in_box_ratio']['median'])} | 1 |",
+                  "| conditioning gain (denoising loss removed by the right s), by noise band | "
+                  + ", ".join(f"{g:.1%}" for g in gain["gain"]) + f" (mean {gain['mean_gain']:.1%}) | 0 |",
+                  f"| sample pixels beyond ±0.98 | {sanity['samples']['saturated']:.1%} (data "
+                  f"{sanity['data']['saturated']:.1%}) | |", ""]
     probe, t = result["linear_probe_auroc"], result["tad"]
     lines += ["## Prototype quality (InfoDiffusion protocol)", "",
               f"- Linear-probe AUROC (mean over attributes, {probe.get('folds', '?')}-fold): {_num(probe.get('mean'))}",
@@ -253,13 +301,20 @@ def _markdown(result: dict, title: str, top_n: int) -> str:
         lines.append("No attribute pair shares a top prototype.")
     if "reconstruction" in result:
         r = result["reconstruction"]
-        lines += ["", "## Generation", "", f"- Reconstruction ({r['num_images']} images): PSNR {_num(r['psnr'])} dB, "
-                  f"SSIM {_num(r['ssim'])}"]
+        lines += ["", "## Generation", "", f"- Inversion error ({r['num_images']} images, DDIM invert + reconstruct, "
+                  f"exact for any network, so not a measure of learning): PSNR {_num(r['psnr'])} dB, SSIM {_num(r['ssim'])}"]
     if "fid" in result:
         lines += ["- FID: " + ", ".join(f"{k} {_num(v)}" for k, v in result["fid"].items())]
     if "seed_stability" in result:
         st = result["seed_stability"]
-        lines += ["", "## Seed stability", "", f"- Mean matched prototype correlation: {_num(st.get('mean_correlation'))}"]
+        line = f"- Mean matched prototype correlation: {_num(st.get('mean_correlation'))}"
+        if st.get("baseline_mean_correlation") is not None:
+            spread = st.get("baseline_std_correlation")
+            line += (f" (chance baseline {_num(st['baseline_mean_correlation'])}"
+                     + (f" ± {_num(spread)}" if spread is not None else "")
+                     + f" over {len(st.get('baseline_correlations', []))} pairs of freshly initialised models; above "
+                     f"baseline {_num(st.get('above_baseline'))}: within about two spreads is chance)")
+        lines += ["", "## Seed stability", "", line]
     lines += ["", "## Wall time (s)", "", ", ".join(f"{k} {v:.1f}" for k, v in result["timings_s"].items()), ""]
     return "\n".join(lines)
 

@@ -1,12 +1,15 @@
-"""Periodic validation for Patronus training: reconstruction and sampling, written as a PNG grid."""
+"""Periodic validation for Patronus training: does generation use ``s``? Conditioning metrics on fixed images,
+and reconstruction and sampling written as a PNG grid."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from ignite.engine import Events
 
+from monai_patronus.evaluation.conditioning import conditioning_metrics
 from monai_patronus.handlers.utils import is_main_process, unwrap_network
 from monai_patronus.inferers import PatronusInferer
 from monai_patronus.utils import psnr, save_png_grid
@@ -15,11 +18,24 @@ __all__ = ["SampleGridHandler"]
 
 
 class SampleGridHandler:
-    """Every ``interval`` epochs: DDIM-invert and reconstruct fixed images, sample from fresh noise with
-    their activations, write ``originals | reconstructions | samples`` as a PNG, and put the mean
-    reconstruction PSNR (dB, images clamped to [-1, 1]) in ``engine.state.metrics[metric_name]``.
+    """Every ``interval`` epochs, on fixed images: the conditioning metrics (does generation use ``s``?), and a
+    PNG grid ``originals | reconstructions | samples``.
 
-    Runs on rank 0 only when distributed. 3-D images are shown by their central slice along the last axis.
+    Metrics put in ``engine.state.metrics`` (so the tracking handler logs them), with their chance level:
+
+    - ``semantic_gap_psnr`` / ``semantic_gap_ssim``: samples from fresh noise given ``s(x)`` against the same
+      noise given another image's ``s``, compared with ``x`` (chance 0; the headline);
+    - ``edit_efficacy_raise`` / ``edit_efficacy_suppress``: median share of an intended change of ``s_k`` that
+      an invert + regenerate edit shows (chance 0);
+    - ``conditioning_gain``: mean relative denoising-loss reduction of the right ``s`` over a shuffled one
+      (chance 0);
+    - ``sample_saturation``: share of sample pixels beyond ±0.98 (compare with the data's);
+    - ``inversion_psnr``: PSNR of the DDIM reconstruction. Inversion is exact for *any* network (an untrained
+      one reconstructs at > 100 dB), so this is the inversion error, not a measure of learning.
+
+    The metrics of every evaluation are appended to ``conditioning.jsonl`` in ``output_dir`` (with the summary
+    line :func:`~monai_patronus.evaluation.conditioning_summary`). Runs on rank 0 only when distributed. 3-D
+    images are shown by their central slice along the last axis.
 
     Args:
         inferer: the :class:`PatronusInferer` to generate with (its scheduler needs ``clip_sample=False``).
@@ -28,7 +44,9 @@ class SampleGridHandler:
         interval: epochs between grids.
         num_inference_steps: DDIM steps for inversion, reconstruction and sampling.
         seed: seed of the sampling noise (the same noise every time, so grids are comparable).
-        metric_name: key in ``engine.state.metrics``.
+        metric_name: key of the inversion PSNR in ``engine.state.metrics``.
+        conditioning: compute the conditioning metrics (needs at least 2 images).
+        num_prototypes: prototypes edited for the edit efficacy (those that vary most over the images).
     """
 
     def __init__(
@@ -39,7 +57,9 @@ class SampleGridHandler:
         interval: int = 1,
         num_inference_steps: int = 50,
         seed: int = 0,
-        metric_name: str = "reconstruction_psnr",
+        metric_name: str = "inversion_psnr",
+        conditioning: bool = True,
+        num_prototypes: int = 4,
     ) -> None:
         if not isinstance(inferer, PatronusInferer):
             raise TypeError(f"SampleGridHandler: inferer must be a PatronusInferer, got {type(inferer).__name__}.")
@@ -57,6 +77,8 @@ class SampleGridHandler:
         self.num_inference_steps = num_inference_steps
         self.seed = seed
         self.metric_name = metric_name
+        self.conditioning = conditioning and images.shape[0] >= 2
+        self.num_prototypes = num_prototypes
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
@@ -66,9 +88,42 @@ class SampleGridHandler:
             return
         psnr_db = self.render(engine.network, f"grid_epoch{engine.state.epoch:04d}.png", engine.state.device)
         engine.state.metrics[self.metric_name] = psnr_db
+        if self.conditioning:
+            metrics = self.evaluate(engine.network, engine.state.device, epoch=engine.state.epoch)
+            engine.state.metrics.update(self.scalars(metrics))
+
+    def evaluate(self, network, device: str | torch.device | None = None, epoch: int | None = None) -> dict:
+        """The conditioning metrics of ``network`` on the fixed images (appended to ``conditioning.jsonl``)."""
+        network = unwrap_network(network)
+        device = torch.device(device) if device is not None else next(network.parameters()).device
+        metrics = conditioning_metrics(network, self.inferer, self.images.to(device), self.num_inference_steps,
+                                       self.num_prototypes, seed=self.seed)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / "conditioning.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": epoch, **metrics}) + "\n")
+        return metrics
+
+    @staticmethod
+    def scalars(metrics: dict) -> dict[str, float]:
+        """The tracked scalars of :func:`~monai_patronus.evaluation.conditioning_metrics`' result (NaN where an
+        edit changed nothing measurable)."""
+        edit = metrics["edit_efficacy"]["invert"]
+
+        def median(key: str) -> float:
+            value = edit[key]["median"]
+            return float("nan") if value is None else float(value)
+
+        return {
+            "semantic_gap_psnr": metrics["semantic_reconstruction"]["psnr"]["gap"],
+            "semantic_gap_ssim": metrics["semantic_reconstruction"]["ssim"]["gap"],
+            "edit_efficacy_raise": median("raise"),
+            "edit_efficacy_suppress": median("suppress"),
+            "conditioning_gain": metrics["conditioning_gain"]["mean_gain"],
+            "sample_saturation": metrics["sample_sanity"]["samples"]["saturated"],
+        }
 
     def render(self, network, filename: str = "grid.png", device: str | torch.device | None = None) -> float:
-        """Write ``output_dir/filename`` for ``network`` (train mode restored) and return the mean reconstruction PSNR."""
+        """Write ``output_dir/filename`` for ``network`` (train mode restored) and return the mean inversion PSNR."""
         network = unwrap_network(network)
         device = torch.device(device) if device is not None else next(network.parameters()).device
         was_training = network.training

@@ -24,7 +24,8 @@ class DenoisingStep(NamedTuple):
         timestep: the step's timestep ``t``.
         sample: ``x_t``, the input of the step.
         pred_original: the model's predicted clean image ``x̂0(t)``.
-        prev_sample: the step's output, ``x`` at the next (smaller) timestep.
+        prev_sample: the step's output, ``x`` at the next (smaller) timestep (after ``t = 0``: at
+            ``alpha = final_alpha_cumprod``).
     """
 
     timestep: int
@@ -36,14 +37,19 @@ class DenoisingStep(NamedTuple):
 class PatronusInferer(DiffusionInferer):
     """MONAI ``DiffusionInferer`` for models conditioned on prototype activations (e.g. :class:`PatronusUNet`).
 
-    Timestep grids. With a DDIM-type scheduler (one that has ``reversed_step``; its ``step`` moves by
-    ``T // N``) every method uses the evenly spaced grid ``t_k = k * (T // N)``, ``k = 0 .. N-1``, so that
-    inversion and reconstruction retrace exactly the same timesteps. A DDPM scheduler steps ``t -> t-1``,
-    so it samples over all ``T`` timesteps.
+    Timestep grids. With a DDIM-type scheduler (one that has ``reversed_step``) every method uses the grid of
+    ``DDIMScheduler.set_timesteps(N)`` (with ``steps_offset = 0``), ascending: ``t_k = round(linspace(T - 1,
+    0, N))[N - 1 - k]``, so ``t_0 = 0 < t_1 < ... < t_{N-1} = T - 1`` for every ``N`` in ``[2, T]``, spaced
+    ``(T - 1) / (N - 1)`` apart up to rounding. Each step moves exactly between two consecutive grid points
+    by the DDIM update (Song et al. 2021, eqs. 12 and 16) with the scheduler's ``alphas_cumprod``; the
+    scheduler's own ``step`` (which moves by ``T // N``, off this grid for most ``N``) only supplies the
+    predicted ``x̂0``. The scheduler's state is neither read nor changed, so calls can interleave freely.
+    A DDPM scheduler steps ``t -> t-1``, so it samples over all ``T`` timesteps.
 
     Inversion takes the clean image as ``x`` at ``t_0 = 0`` and runs the ``N - 1`` deterministic
-    reversed DDIM steps up to ``t_{N-1}``; :meth:`reconstruct` runs the same ``N - 1`` steps back.
-    :meth:`sample` starts from noise at ``t_{N-1}`` and also takes the final step to ``alpha = 1``.
+    reversed DDIM steps up to ``t_{N-1} = T - 1``; :meth:`reconstruct` runs the same ``N - 1`` steps back.
+    :meth:`sample` starts from noise at ``t_{N-1} = T - 1`` and also takes the final step from ``t_0`` to
+    ``alpha = final_alpha_cumprod`` (1 by default).
 
     Args:
         scheduler: a MONAI scheduler (``DDIMScheduler`` for short schedules and inversion, with
@@ -74,9 +80,7 @@ class PatronusInferer(DiffusionInferer):
         super().__init__(scheduler)
         self.autocast_dtype = autocast_dtype
         self.inversion_iterations = inversion_iterations
-        params = inspect.signature(scheduler.step).parameters
-        self._step_takes_eta = "eta" in params
-        self._step_takes_generator = "generator" in params
+        self._step_takes_generator = "generator" in inspect.signature(scheduler.step).parameters
 
     # ------------------------------------------------------------------ training
     def __call__(  # type: ignore[override]
@@ -117,8 +121,9 @@ class PatronusInferer(DiffusionInferer):
     ) -> Iterator[DenoisingStep]:
         """Generate from ``input_noise`` step by step, yielding ``x_t`` and the predicted clean image each step.
 
-        Arguments are checked when called; the returned iterator runs one network evaluation per item
-        (without gradients), so a caller can stop early or analyse each ``x̂0(t)`` as it comes.
+        Arguments are checked and the steps ``(t, t_next)`` fixed when called (other calls made before or
+        during the iteration do not change them); the returned iterator runs one network evaluation per
+        item (without gradients), so a caller can stop early or analyse each ``x̂0(t)`` as it comes.
 
         Args:
             input_noise: ``x_T``, ``(N, C, *spatial)`` (e.g. ``torch.randn(..., generator=g)`` or from :meth:`invert`).
@@ -128,15 +133,17 @@ class PatronusInferer(DiffusionInferer):
             eta: DDIM stochasticity (0: deterministic DDIM, 1: DDPM-like). Needs a scheduler whose step takes eta.
             generator: random generator for the noise added when ``eta > 0`` or with DDPM.
             verbose: show a progress bar.
-            depth: ``None`` samples from noise over the whole grid, ending with the step to ``alpha = 1``.
+            depth: ``None`` samples from noise over the whole grid (``t_{N-1} = T - 1`` down to ``t_0 = 0``),
+                ending with the step to ``alpha = final_alpha_cumprod``.
                 An int ``m`` retraces :meth:`invert` with the same ``depth``: from ``t_m`` down to ``t_0``
                 (``m`` steps; ``m = N - 1`` is a full reconstruction).
         """
         self._check_images("input_noise", input_noise)
         s = self._activations(diffusion_model, input_noise, conditioning)
-        grid = self._grid(num_inference_steps)
-        timesteps = grid.flip(0) if depth is None else grid[1 : self._check_depth(depth, len(grid)) + 1].flip(0)
-        return self._denoise(input_noise, diffusion_model, s, timesteps, eta, generator, verbose)
+        grid = self._grid(num_inference_steps).tolist()
+        # generation order; -1 stands for the final step to alpha = final_alpha_cumprod
+        down = grid[::-1] + [-1] if depth is None else grid[: self._check_depth(depth, len(grid)) + 1][::-1]
+        return self._denoise(input_noise, diffusion_model, s, list(zip(down[:-1], down[1:])), eta, generator, verbose)
 
     def sample(  # type: ignore[override]
         self,
@@ -170,11 +177,11 @@ class PatronusInferer(DiffusionInferer):
         Plain reverse DDIM evaluates ε at the step's start ``x_t`` where the exact inverse of the DDIM step
         needs it at the step's end ``x_{t'}``; the error grows with the step size. With
         ``fixed_point_iterations = m > 0`` each step is refined ``m`` times by
-        ``x_{t'} <- reversed_step(ε(x_{t'}, t'), t, x_t)``, whose fixed point is exactly what :meth:`reconstruct`
-        undoes, so few steps reconstruct as well as many (``m`` extra network calls per step). ``None``
-        takes the inferer's ``inversion_iterations``.
+        ``x_{t'} <- DDIM(ε(x_{t'}, t'); x_t, t -> t')``, whose fixed point is exactly what :meth:`reconstruct`
+        undoes (for an ε- or x0-predicting scheduler), so few steps reconstruct as well as many (``m``
+        extra network calls per step). ``None`` takes the inferer's ``inversion_iterations``.
 
-        Returns ``x`` at the top of the grid ``t_{N-1} = (N - 1) * (T // N)``, or at ``t_depth`` when
+        Returns ``x`` at the top of the grid ``t_{N-1} = T - 1`` (see the class docstring), or at ``t_depth`` when
         ``depth`` (1 .. N-1) is given: a partial inversion, so that an edit only re-generates the later,
         finer steps (see the emergence analysis in ``monai_patronus.interpret``).
         """
@@ -198,13 +205,11 @@ class PatronusInferer(DiffusionInferer):
             raise ValueError(
                 f"PatronusInferer.invert: fixed_point_iterations must be an int >= 0, got {fixed_point_iterations!r}."
             )
-        x = inputs.float()
-        for t, t_next in self._progress(list(zip(grid[:depth].tolist(), grid[1 : depth + 1].tolist())), verbose, "inverting"):
-            eps = self._predict(diffusion_model, x, t, s)
-            x_next, _ = self.scheduler.reversed_step(eps, t, x)
+        x, grid = inputs.float(), grid.tolist()
+        for t, t_next in self._progress(list(zip(grid[:depth], grid[1 : depth + 1])), verbose, "inverting"):
+            x_next, _ = self._ddim_step(self._predict(diffusion_model, x, t, s), t, t_next, x)
             for _ in range(fixed_point_iterations):
-                eps = self._predict(diffusion_model, x_next, t_next, s)
-                x_next, _ = self.scheduler.reversed_step(eps, t, x)
+                x_next, _ = self._ddim_step(self._predict(diffusion_model, x_next, t_next, s), t, t_next, x)
             x = x_next
         return x
 
@@ -234,31 +239,58 @@ class PatronusInferer(DiffusionInferer):
         return x.float()
 
     # ------------------------------------------------------------------ helpers
-    def _denoise(self, x, diffusion_model, s, timesteps, eta, generator, verbose) -> Iterator[DenoisingStep]:
+    def _denoise(self, x, diffusion_model, s, steps, eta, generator, verbose) -> Iterator[DenoisingStep]:
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0:
             raise ValueError(f"PatronusInferer: eta must be a float >= 0, got {eta!r}.")
-        if eta != 0 and not self._step_takes_eta:
+        if eta != 0 and not self._is_ddim:
             raise ValueError(
                 f"PatronusInferer: eta={eta} needs a DDIM-type scheduler; {type(self.scheduler).__name__}.step takes no eta."
             )
-        return self._denoise_steps(x, diffusion_model, s, timesteps, eta, generator, verbose)
+        return self._denoise_steps(x, diffusion_model, s, steps, float(eta), generator, verbose)
 
     @torch.no_grad()
-    def _denoise_steps(self, x, diffusion_model, s, timesteps, eta, generator, verbose) -> Iterator[DenoisingStep]:
-        kwargs = {}
-        if self._step_takes_eta:
-            kwargs["eta"] = float(eta)
-        if self._step_takes_generator:
-            kwargs["generator"] = generator
+    def _denoise_steps(self, x, diffusion_model, s, steps, eta, generator, verbose) -> Iterator[DenoisingStep]:
+        """Run the explicit ``(t, t_next)`` steps fixed by :meth:`trajectory` (nothing read from the scheduler's state)."""
+        kwargs = {"generator": generator} if self._step_takes_generator else {}
         x = x.float()
-        num_steps = self.scheduler.num_inference_steps
-        for t in self._progress(timesteps, verbose, "denoising"):
-            eps = self._predict(diffusion_model, x, int(t), s)
-            if self.scheduler.num_inference_steps != num_steps:  # another call re-gridded it between lazy steps
-                self.scheduler.set_timesteps(num_steps)
-            prev, pred_original = self.scheduler.step(eps, int(t), x, **kwargs)
-            yield DenoisingStep(int(t), x, pred_original, prev)
+        for t, t_next in self._progress(steps, verbose, "denoising"):
+            out = self._predict(diffusion_model, x, t, s)
+            if self._is_ddim:
+                prev, pred_original = self._ddim_step(out, t, t_next, x, eta, generator)
+            else:  # DDPM: step() moves t -> t - 1 = t_next
+                prev, pred_original = self.scheduler.step(out, t, x, **kwargs)
+            yield DenoisingStep(t, x, pred_original, prev)
             x = prev
+
+    @property
+    def _is_ddim(self) -> bool:
+        return hasattr(self.scheduler, "reversed_step")
+
+    def _ddim_step(self, out, t: int, t_next: int, x, eta: float = 0.0, generator=None):
+        """DDIM move of ``x`` from ``t`` to ``t_next`` (down, or up for inversion with ``eta = 0``; ``t_next = -1``:
+        ``alpha = final_alpha_cumprod``), Song et al. 2021 eqs. 12 and 16. Returns ``(x_{t_next}, x̂0)``.
+
+        ``x̂0`` (prediction type, clipping) comes from the scheduler's ``step``, whose stride does not enter it;
+        ``ε̂`` and the update follow ``DDIMScheduler.step`` operation by operation, so on a grid of stride
+        ``T // N`` the result equals MONAI's ``step`` (same noise draw from ``generator`` when ``eta > 0``).
+        """
+        sch = self.scheduler
+        pred_original = sch.step(out, t, x)[1]
+        a = sch.alphas_cumprod[t]
+        a_next = sch.alphas_cumprod[t_next] if t_next >= 0 else sch.final_alpha_cumprod
+        if sch.prediction_type == "v_prediction":
+            eps = (a**0.5) * out + ((1 - a) ** 0.5) * x
+        elif sch.prediction_type == "sample":
+            eps = (x - (a**0.5) * out) / ((1 - a) ** 0.5)
+        else:  # epsilon
+            eps = out
+        variance = ((1 - a_next) / (1 - a)) * (1 - a / a_next) if eta > 0 else 0.0
+        std = eta * variance**0.5
+        x_next = a_next**0.5 * pred_original + (1 - a_next - std**2) ** 0.5 * eps
+        if eta > 0:
+            noise = torch.randn(out.shape, dtype=out.dtype, generator=generator, device=out.device)
+            x_next = x_next + variance**0.5 * eta * noise
+        return x_next, pred_original
 
     @staticmethod
     def _check_depth(depth: int, grid_size: int) -> int:
@@ -270,14 +302,13 @@ class PatronusInferer(DiffusionInferer):
         return depth
 
     def _grid(self, num_inference_steps: int | None) -> torch.Tensor:
-        """Ascending timestep grid shared by sampling, inversion and reconstruction (sets the scheduler up)."""
+        """Ascending timestep grid ``t_0 = 0 < ... < t_{N-1} = T - 1`` shared by sampling, inversion and reconstruction."""
         T = int(self.scheduler.num_train_timesteps)
         n = T if num_inference_steps is None else num_inference_steps
         if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= T:
             raise ValueError(f"PatronusInferer: num_inference_steps must be an int in [2, {T}], got {num_inference_steps!r}.")
-        if hasattr(self.scheduler, "reversed_step"):  # DDIM family: step() moves by T // N
-            self.scheduler.set_timesteps(n)
-            return torch.arange(n) * (T // n)
+        if self._is_ddim:  # DDIMScheduler.set_timesteps(n)'s grid (steps_offset 0), without touching the scheduler
+            return torch.linspace(T - 1, 0, n).round().long().flip(0)
         if n != T:  # DDPM family: step() always moves t -> t - 1
             raise ValueError(
                 f"PatronusInferer: {type(self.scheduler).__name__} steps t -> t-1, so num_inference_steps must be {T} "

@@ -29,9 +29,11 @@ class PrototypeVisualisation:
         original: that image ``(C, *spatial)``; ``regenerated``: after raising ``s_k``.
         box: ``((start, stop), ...)`` per spatial axis, in the regenerated image.
         patch: ``regenerated`` cropped to ``box``.
-        activation_before / activation_after: ``s_k`` of the original and of the regenerated image.
+        activation_before / activation_after: ``s_k`` of the unedited and of the edited regeneration (both from
+            the same inverted noise, so the inversion error cancels and a model that ignores ``s`` shows no rise).
         target: the value ``s_k`` was set to.
-        gains: ``(N,)`` rise of ``s_k`` for every candidate image.
+        gains: ``(N,)`` rise of ``s_k`` for every candidate image (edited minus unedited regeneration).
+        activation_original: ``s_k`` of the original image.
     """
 
     prototype: int
@@ -44,6 +46,7 @@ class PrototypeVisualisation:
     activation_after: float
     target: float
     gains: torch.Tensor
+    activation_original: float = float("nan")
 
 
 @torch.no_grad()
@@ -59,7 +62,8 @@ def visualize_prototypes(
 ) -> list[PrototypeVisualisation]:
     """Visualise ``prototypes`` (default: all) on candidate ``images`` ``(N, C, *spatial)``.
 
-    Every image is inverted once; each prototype then costs one batched regeneration of the candidates.
+    Every image is inverted and regenerated unedited once; each prototype then costs one batched regeneration
+    of the candidates. The chosen image is the one whose ``s_k`` rises most over its unedited regeneration.
 
     Args:
         targets: ``(K,)`` values to raise ``s_k`` to; default :func:`plausible_maximum` of ``s(images)``.
@@ -82,6 +86,12 @@ def visualize_prototypes(
     latents = torch.cat(
         [inferer.invert(x, network, sx, num_inference_steps, depth=depth) for x, sx in zip(images.split(batch_size), s.split(batch_size))]
     )
+    unedited = torch.cat(
+        [
+            network.encode(inferer.reconstruct(z, network, e, num_inference_steps, depth=depth))
+            for z, e in zip(latents.split(batch_size), s.split(batch_size))
+        ]
+    )
     results = []
     for k in prototypes:
         edited = edit_activations(s, set={k: float(targets[k])})
@@ -94,15 +104,15 @@ def visualize_prototypes(
         maps = [encoder(chunk, return_maps=True) for chunk in regenerated.split(batch_size)]
         after = torch.cat([m.activations[:, k] for m in maps])
         locations = torch.cat([m.locations[:, k] for m in maps])
-        gains = after - s[:, k]
+        gains = after - unedited[:, k]
         best = int(gains.argmax())
         box_t = encoder.boxes(locations[best], tuple(images.shape[2:]))
         box = tuple((int(a), int(b)) for a, b in box_t.tolist())
         patch = regenerated[best][(slice(None), *(slice(a, b) for a, b in box))]
         results.append(
             PrototypeVisualisation(
-                k, best, images[best], regenerated[best], box, patch, float(s[best, k]), float(after[best]),
-                float(targets[k]), gains,
+                k, best, images[best], regenerated[best], box, patch, float(unedited[best, k]), float(after[best]),
+                float(targets[k]), gains, float(s[best, k]),
             )
         )
     return results

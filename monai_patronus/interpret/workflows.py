@@ -39,6 +39,26 @@ def _write_json(path: Path, data: dict) -> Path:
     return path
 
 
+def _semantic_gap(network, inferer, images, num_inference_steps, seed: int = 0) -> dict | None:
+    """The semantic-reconstruction gap that goes beside an explanation figure (``None`` for a single image)."""
+    from monai_patronus.evaluation.conditioning import semantic_reconstruction  # evaluation imports interpret
+
+    if images.shape[0] < 2:
+        return None
+    return semantic_reconstruction(network, inferer, images, num_inference_steps, seed)
+
+
+def _gap_text(semantic: dict | None) -> str:
+    if semantic is None:
+        return "s->image gap n/a (one image)"
+    return f"s->image gap {semantic['psnr']['gap']:+.2f} dB PSNR, {semantic['ssim']['gap']:+.3f} SSIM (chance 0)"
+
+
+def _efficacy(before: float, after: float, target: float) -> float | None:
+    """Share of the intended change ``target - before`` that the regenerated image shows."""
+    return None if abs(target - before) < 1e-6 else (after - before) / (target - before)
+
+
 @torch.no_grad()
 def explain(
     network: nn.Module,
@@ -55,10 +75,19 @@ def explain(
     ``provenance_data``, an iterable of ``{"image", "id"}`` batches) its ``top_k`` nearest real patches.
     Writes ``gallery.png`` and ``explain.json``; returns the gallery path. ``pseudonymize`` (e.g.
     :func:`monai_patronus.tracking.pseudonymizer_for` of the run's output folder) maps each image id to what
-    ``explain.json`` shows; ``None`` shows the ids themselves."""
+    ``explain.json`` shows; ``None`` shows the ids themselves.
+
+    Beside the pictures: each panel states ``s_k`` before and after, the target and the edit efficacy (share
+    of the intended change the regenerated image shows; 0 for a model that ignores ``s``), and the gallery's
+    title the semantic-reconstruction gap on ``images`` and the median efficacy, so an empty explanation shows
+    as one."""
     name = pseudonymize or str
     out = _out(output_dir)
     results = visualize_prototypes(inferer, network, images, prototypes, num_inference_steps=num_inference_steps)
+    semantic = _semantic_gap(network, inferer, images, num_inference_steps)
+    efficacies = [_efficacy(r.activation_before, r.activation_after, r.target) for r in results]
+    known = [e for e in efficacies if e is not None]
+    median = float(torch.tensor(known).median()) if known else None
     chosen = [r.prototype for r in results]
     nearest = {}
     sources = {}
@@ -66,7 +95,7 @@ def explain(
         nearest = find_nearest_patches(network.prototype_encoder, provenance_data, k=top_k, prototypes=chosen)
         sources = gather_images(provenance_data, {m.image_index for ms in nearest.values() for m in ms}, "explain")
     panels, summary = [], []
-    for r in results:
+    for r, efficacy in zip(results, efficacies):
         matches = nearest.get(r.prototype, [])
         panels.append(
             {
@@ -74,7 +103,8 @@ def explain(
                 "regenerated": r.regenerated,
                 "box": r.box,
                 "top_patches": [(crop_patch(sources[m.image_index], m.box), f"d={m.distance:.3g}") for m in matches] or None,
-                "title": f"prototype {r.prototype}: s {r.activation_before:.3g} -> {r.activation_after:.3g}",
+                "title": f"prototype {r.prototype}: s {r.activation_before:.3g} -> {r.activation_after:.3g} "
+                f"(target {r.target:.3g}; efficacy " + ("n/a" if efficacy is None else f"{efficacy:.0%}") + ")",
             }
         )
         summary.append(
@@ -85,13 +115,17 @@ def explain(
                 "activation_before": r.activation_before,
                 "activation_after": r.activation_after,
                 "target": r.target,
+                "edit_efficacy": efficacy,
                 "nearest_real_patches": [
                     {"image_id": name(m.image_id), "box": [list(b) for b in m.box], "distance": m.distance} for m in matches
                 ],
             }
         )
-    _write_json(out / "explain.json", {"num_inference_steps": num_inference_steps, "prototypes": summary})
-    return plot_prototype_gallery(panels, path=out / "gallery.png", columns=min(4, len(panels)))
+    title = _gap_text(semantic) + "; median edit efficacy " + ("n/a" if median is None else f"{median:.0%}") + " (chance 0)"
+    _write_json(out / "explain.json", {"num_inference_steps": num_inference_steps, "prototypes": summary,
+                                       "semantic_reconstruction": semantic, "median_edit_efficacy": median,
+                                       "summary": title})
+    return plot_prototype_gallery(panels, path=out / "gallery.png", columns=min(4, len(panels)), title=title)
 
 
 @torch.no_grad()
@@ -105,8 +139,11 @@ def emergence_report(
     num_curves: int = 5,
 ) -> Path:
     """Generate from fresh noise with the activations of ``images`` and record when each prototype emerges.
-    Writes ``emergence.png`` (the earliest, median and latest prototypes' curves) and ``emergence.json``."""
+    Writes ``emergence.png`` (the earliest, median and latest prototypes' curves, titled with the
+    semantic-reconstruction gap: curves of a model that ignores ``s`` show noise, not emergence) and
+    ``emergence.json``."""
     out = _out(output_dir)
+    semantic = _semantic_gap(network, inferer, images, num_inference_steps, seed)
     s = network.encode(images)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)).to(images)
     result = prototype_emergence(inferer, network, noise, s, num_inference_steps)
@@ -119,11 +156,13 @@ def emergence_report(
             "timesteps": result.timesteps.tolist(),
             "emergence_timestep_mean": {str(k): float(mean_t[k]) for k in range(len(mean_t))},
             "mean_activation_curves": {str(k): result.activations[:, :, k].mean(1).tolist() for k in range(len(mean_t))},
+            "clamped_fraction": None if result.clamped_fraction is None else result.clamped_fraction.tolist(),
+            "semantic_reconstruction": semantic,
         },
     )
     return plot_emergence_curves(
         result.timesteps, result.activations[:, :, picks], [f"prototype {k}" for k in picks], mean_t[picks],
-        path=out / "emergence.png",
+        path=out / "emergence.png", title=_gap_text(semantic),
     )
 
 
@@ -140,10 +179,20 @@ def edit_report(
     depth: int | None = None,
 ) -> list[Path]:
     """Extrapolation strip of ``prototype`` on the first image and an interpolation strip between the
-    first two; writes ``extrapolation.png`` and ``interpolation.png``."""
+    first two; writes ``extrapolation.png``, ``interpolation.png`` and ``edit.json``.
+
+    Each extrapolated image is labelled with the value ``s_k`` was set to and the ``s_k`` re-encoded from it
+    (a model that ignores ``s`` shows the same re-encoded value throughout); the title gives the
+    semantic-reconstruction gap on ``images``."""
     out = _out(output_dir)
     sweep = extrapolate(inferer, network, images[:1], prototype, values, num_inference_steps, depth=depth)
-    paths = [plot_strip(sweep, [f"s_{prototype}={v:g}" for v in values], path=out / "extrapolation.png")]
+    encoded = network.encode(sweep.clamp(-1, 1))[:, prototype].tolist()
+    semantic = _semantic_gap(network, inferer, images, num_inference_steps)
+    _write_json(out / "edit.json", {"prototype": prototype, "values": list(map(float, values)),
+                                    "reencoded": encoded, "semantic_reconstruction": semantic})
+    labels = [f"s_{prototype}={v:g} -> {e:.2f}" for v, e in zip(values, encoded)]
+    paths = [plot_strip(sweep, labels, path=out / "extrapolation.png",
+                        title=f"prototype {prototype}: set -> re-encoded; {_gap_text(semantic)}")]
     if images.shape[0] > 1:
         path = interpolate(inferer, network, images[:1], images[1:2], interpolation_steps, num_inference_steps)
         labels = [f"{w:.2f}" for w in torch.linspace(0, 1, interpolation_steps).tolist()]

@@ -109,6 +109,7 @@ class PrototypeEncoder(nn.Module):
         ps = per_layer_per_axis("paddings", paddings, n, spatial_dims, 0)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
+        self.init_std = float(init_std)
         self.num_prototypes = num_prototypes
         self.prototype_dim = int(channels[-1])
         self.epsilon = float(epsilon)

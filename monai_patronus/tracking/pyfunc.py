@@ -37,7 +37,7 @@ exceeds ``max_batch_size``, or, for ``generate`` and ``edit``, when ``N * num_in
 the model logged again with ``model_config["max_batch_size"]`` / ``["max_batch_steps"]``). Images must lie
 in [-1, 1] and activations (and ``set`` values) in the range the encoder produces, ``[0, log(1/eps)]``
 (``eps`` = the encoder's ``epsilon``, 1e-4 by default: ``[0, 9.21]``), up to small tolerances. One request
-runs at a time per loaded model (the scheduler keeps the timestep grid of the call in progress). The
+runs at a time per loaded model (a request uses the whole machine; serialising them bounds memory and latency). The
 scoring server runs ``predict`` in a worker thread and answers 504 at ``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT``
 (60 s) while the thread runs on, so a request waits for the model at most :attr:`PatronusModel.lock_timeout`
 (:data:`LOCK_WAIT_FRACTION` of that timeout) and then gets a 503 instead of queueing. A request that has
@@ -210,8 +210,8 @@ class PatronusModel(mlflow.pyfunc.PythonModel):
     ``[0, log(1/eps)]``.
 
     Every problem with a request raises ``MlflowException`` with error code ``INVALID_PARAMETER_VALUE``
-    (HTTP 400 when served), before any network call for sizes and ranges. Predictions hold a lock, because
-    the scheduler keeps the timestep grid of the call in progress; a request that cannot get it within
+    (HTTP 400 when served), before any network call for sizes and ranges. Predictions hold a lock (one request
+    at a time bounds memory and latency); a request that cannot get it within
     :attr:`lock_timeout` seconds raises ``TEMPORARILY_UNAVAILABLE`` (503).
 
     Attributes:

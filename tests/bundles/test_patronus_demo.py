@@ -25,7 +25,8 @@ def test_train_one_iteration_writes_checkpoint_and_grid(tmp_path, dataset_dir):
     assert "PrototypeDistinctLossHandler" not in handlers and "ProgressBar" not in handlers  # off by default here
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 1
-    assert isinstance(trainer.state.metrics["reconstruction_psnr"], float)
+    assert isinstance(trainer.state.metrics["inversion_psnr"], float)
+    assert isinstance(trainer.state.metrics["semantic_gap_psnr"], float)
     assert (tmp_path / "checkpoints" / "checkpoint_epoch=1.pt").is_file()
     assert (tmp_path / "grids" / "grid_epoch0001.png").is_file()
     datalist = wf.parser.get_parsed_content("train#datalist")
@@ -51,6 +52,8 @@ def test_inference_after_training(tmp_path, dataset_dir):
     run_bundle("patronus_demo", ["train.json"], max_epochs=1, epoch_length=1, grid_interval=100, **common)
     run_bundle("patronus_demo", ["train.json", "inference.json"], num_inference_steps=3, grid_images=2, **common)
     assert (tmp_path / "inference" / "inference_grid.png").is_file()
+    (record,) = [json.loads(line) for line in (tmp_path / "inference" / "conditioning.jsonl").read_text().splitlines()]
+    assert record["semantic_reconstruction"]["num_images"] == 2 and "edit efficacy" in record["summary"]
 
 
 def test_3d_configuration_trains_on_mni152_volumes(tmp_path, dataset_dir):

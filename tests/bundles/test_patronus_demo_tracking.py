@@ -43,7 +43,8 @@ def test_run_records_config_metrics_fingerprint_and_grids(tracked_demo):
     params, tags = run.data.params, run.data.tags
     assert (params["max_epochs"], params["num_prototypes"], params["lr"]) == ("2", "32", "0.001")  # overrides and defaults
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]  # every iteration
-    assert len(client.get_metric_history(run.info.run_id, "reconstruction_psnr")) == 2  # every epoch
+    assert len(client.get_metric_history(run.info.run_id, "inversion_psnr")) == 2  # every epoch
+    assert len(client.get_metric_history(run.info.run_id, "semantic_gap_psnr")) == 2
     assert client.get_metric_history(run.info.run_id, "lr_group_0")[0].value == pytest.approx(1e-3)
     datalist = tracked_demo["workflow"].parser.get_parsed_content("train#datalist")
     expected = dataset_fingerprint(datalist)

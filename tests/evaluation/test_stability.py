@@ -163,3 +163,187 @@ def test_seed_stability_errors():
         seed_stability(net, net, DataLoader(TensorDataset(images), batch_size=2, shuffle=True))
     with pytest.raises(ValueError, match=r"activations_a has N=1 rows"):
         seed_stability(net, net, images[:1])
+
+
+# ---------------------------------------------------------------------------------------------- chance baseline
+@pytest.fixture(scope="module")
+def digits64():
+    from monai_patronus.data import load_digits_images
+
+    return load_digits_images(size=16, num_images=64)[0]
+
+
+def test_untrained_models_score_their_baseline(digits64):
+    """Two untrained, independently initialised models share nothing, yet their mean matched correlation is far
+    from 0 (Hungarian max over K! matchings plus a shared feature-norm component); it is the chance level the
+    baseline estimates. The chance level varies a lot from one random pair to another (measured: sd ~0.19 of
+    the mean over pairs of these K=8 encoders on 64 digits), so single pairs are compared loosely and the
+    average over 40 pairs tightly (measured: above_baseline +0.002, standard error 0.038)."""
+    from tests._helpers import tiny_encoder
+
+    above, means = [], []
+    for seed in range(40):
+        torch.manual_seed(1000 + seed)
+        net_a, net_b = tiny_encoder(num_prototypes=8), tiny_encoder(num_prototypes=8)
+        res = seed_stability(net_a, net_b, digits64, baseline_seeds=3, baseline_seed=seed)
+        assert len(res.baseline_correlations) == 3
+        assert res.baseline_mean_correlation == pytest.approx(np.mean(res.baseline_correlations))
+        assert res.baseline_std_correlation == pytest.approx(np.std(res.baseline_correlations, ddof=1))
+        assert res.above_baseline == pytest.approx(res.mean_correlation - res.baseline_mean_correlation)
+        assert abs(res.above_baseline) < 0.6  # a single pair: within the (wide) chance spread
+        above.append(res.above_baseline)
+        means.append(res.mean_correlation)
+    assert np.mean(means) > 0.15  # the bare number is not ~0 for unrelated models (measured 0.226)...
+    assert abs(np.mean(above)) < 0.1  # ...but it is the baseline (measured +0.002)
+
+
+def test_untrained_patronus_unet_baseline_uses_its_encoder(digits64):
+    torch.manual_seed(0)
+    net_a, net_b = tiny_patronus(num_prototypes=6), tiny_patronus(num_prototypes=6)
+    res = seed_stability(net_a, net_b, [digits64[:32], digits64[32:]])
+    direct = seed_stability(net_a.prototype_encoder, net_b.prototype_encoder, digits64)
+    assert res.mean_correlation == pytest.approx(direct.mean_correlation, abs=1e-12)
+    assert res.baseline_correlations == pytest.approx(direct.baseline_correlations, abs=1e-12)
+
+
+class _Affine(torch.nn.Module):
+    """A model whose activations are an increasing affine map of another encoder's."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def encode(self, images):
+        return 2.5 * self.inner(images) + 3.0
+
+
+def test_identical_and_affine_copies_score_one_far_above_baseline(digits64):
+    from tests._helpers import tiny_encoder
+
+    torch.manual_seed(0)
+    net = tiny_encoder(num_prototypes=8)
+    same = seed_stability(net, net, digits64)
+    assert same.mean_correlation == pytest.approx(1.0, abs=1e-6)
+    assert same.baseline_mean_correlation < 0.6
+    assert same.above_baseline > 0.4
+    affine = seed_stability(net, _Affine(copy.deepcopy(net)), digits64)
+    assert affine.pairs == [(k, k) for k in range(8)]
+    assert affine.mean_correlation == pytest.approx(1.0, abs=1e-6)
+    assert affine.above_baseline > 0.4
+    # the affine wrapper's PrototypeEncoder is found and re-initialised inside it: the same baseline
+    assert affine.baseline_correlations == pytest.approx(same.baseline_correlations, abs=1e-5)  # float32 rounding
+
+
+def test_permuted_noisy_prototypes_score_far_above_baseline(digits64):
+    from tests._helpers import tiny_encoder
+
+    torch.manual_seed(0)
+    net_a = tiny_encoder(num_prototypes=8)
+    net_b = copy.deepcopy(net_a)
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        noise = 0.02 * torch.randn(8, net_a.prototype_dim, generator=torch.Generator().manual_seed(2))
+        net_b.prototypes.copy_(net_a.prototypes[perm] + noise)
+    res = seed_stability(net_a, net_b, digits64)
+    assert res.permutation == {int(perm[j]): j for j in range(8)}
+    assert res.mean_correlation > 0.9
+    assert res.above_baseline > 0.4
+    assert res.above_baseline > 3 * res.baseline_std_correlation
+
+
+def test_baseline_is_deterministic_and_leaves_models_and_rng_alone(digits64):
+    torch.manual_seed(0)
+    net_a, net_b = tiny_patronus(num_prototypes=5), tiny_patronus(num_prototypes=5)
+    before = [p.clone() for p in itertools.chain(net_a.parameters(), net_b.parameters())]
+    rng = torch.get_rng_state()
+    first = seed_stability(net_a, net_b, digits64, baseline_seed=7)
+    assert torch.equal(torch.get_rng_state(), rng)  # fresh inits use their own generators
+    torch.manual_seed(123)  # the global seed does not matter
+    second = seed_stability(net_a, net_b, digits64, baseline_seed=7)
+    assert first.baseline_correlations == second.baseline_correlations
+    other = seed_stability(net_a, net_b, digits64, baseline_seed=8)
+    assert other.baseline_correlations != first.baseline_correlations
+    more = seed_stability(net_a, net_b, digits64, baseline_seeds=5, baseline_seed=7)
+    assert len(more.baseline_correlations) == 5
+    after = list(itertools.chain(net_a.parameters(), net_b.parameters()))
+    assert all(torch.equal(x, y) for x, y in zip(before, after))
+    # skipping the baseline
+    for skip in (None, 0):
+        res = seed_stability(net_a, net_b, digits64, baseline_seeds=skip)
+        assert res.baseline_correlations == [] and res.baseline_mean_correlation is None
+        assert res.baseline_std_correlation is None and res.above_baseline is None
+        assert res.mean_correlation == first.mean_correlation
+    single = seed_stability(net_a, net_b, digits64, baseline_seeds=1)
+    assert single.baseline_std_correlation is None and single.above_baseline is not None
+
+
+def test_reinitialisation_matches_the_encoder_init():
+    from monai_patronus.evaluation.stability import _reinitialised
+    from tests._helpers import tiny_encoder
+
+    torch.manual_seed(0)
+    enc = tiny_encoder(num_prototypes=6)
+    with torch.no_grad():  # pretend it was trained
+        for p in enc.parameters():
+            p.add_(1.0)
+    fresh = _reinitialised(enc, seed=3, device=None)
+    convs = [m for m in fresh.modules() if isinstance(m, torch.nn.Conv2d)]
+    weights = torch.cat([m.weight.detach().flatten() for m in convs])
+    assert abs(float(weights.mean())) < 0.02 and abs(float(weights.std()) - 0.1) < 0.02  # N(0, 0.1)
+    assert all(not m.bias.any() for m in convs)
+    assert float(fresh.prototypes.detach().min()) >= 0.0 and float(fresh.prototypes.detach().max()) < 1.0  # rand
+    assert float(enc.prototypes.detach().min()) >= 1.0  # the original is untouched
+    again = _reinitialised(enc, seed=3, device=None)
+    assert all(torch.equal(x, y) for x, y in zip(fresh.parameters(), again.parameters()))
+
+
+class _LinearEncoder(torch.nn.Module):
+    def __init__(self, k=4):
+        super().__init__()
+        self.proj = torch.nn.Linear(256, k)
+
+    def encode(self, images):
+        return self.proj(images.flatten(1)).relu()
+
+
+class _Frozen(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(256, 3))
+
+    def encode(self, images):
+        return images.flatten(1) @ self.w
+
+
+def test_generic_encoder_baseline_uses_reset_parameters(digits64):
+    torch.manual_seed(0)
+    a, b = _LinearEncoder(), _LinearEncoder()
+    rng = torch.get_rng_state()
+    res = seed_stability(a, b, digits64, baseline_seed=1)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert res.baseline_correlations == seed_stability(a, b, digits64, baseline_seed=1).baseline_correlations
+    assert len(set(res.baseline_correlations)) == 3
+    with pytest.raises(ValueError, match="no PrototypeEncoder and no submodule with reset_parameters"):
+        seed_stability(_Frozen(), _Frozen(), digits64)
+    assert seed_stability(_Frozen(), _Frozen(), digits64, baseline_seeds=None).baseline_mean_correlation is None
+
+
+@pytest.mark.parametrize("kwargs", [{"baseline_seeds": -1}, {"baseline_seeds": True}, {"baseline_seeds": 1.5},
+                                    {"baseline_seed": -2}, {"baseline_seed": None}])
+def test_baseline_argument_errors(kwargs):
+    net = tiny_patronus(num_prototypes=3)
+    with pytest.raises(ValueError, match="baseline_seed"):
+        seed_stability(net, net, torch.rand(4, 1, 16, 16), **kwargs)
+
+
+def test_to_dict_carries_the_baseline(digits64):
+    torch.manual_seed(0)
+    res = seed_stability(tiny_patronus(num_prototypes=4), tiny_patronus(num_prototypes=6), digits64[:16])
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["baseline_mean_correlation"] == pytest.approx(res.baseline_mean_correlation)
+    assert d["baseline_std_correlation"] == pytest.approx(res.baseline_std_correlation)
+    assert d["baseline_correlations"] == pytest.approx(res.baseline_correlations)
+    assert d["above_baseline"] == pytest.approx(d["mean_correlation"] - d["baseline_mean_correlation"])
+    skipped = json.loads(json.dumps(match_prototypes(np.eye(3), np.eye(3)).to_dict()))
+    assert skipped["baseline_mean_correlation"] is None and skipped["above_baseline"] is None
+    assert skipped["baseline_correlations"] == []

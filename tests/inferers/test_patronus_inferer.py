@@ -7,6 +7,8 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from monai_patronus.inferers import DenoisingStep, PatronusInferer
 from tests._helpers import randomize_zero_init, tiny_patronus
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _net(spatial_dims=2):
     return randomize_zero_init(tiny_patronus(spatial_dims, num_prototypes=5), std=0.05).eval()
@@ -28,7 +30,25 @@ class _Recorder(torch.nn.Module):
 
 
 def _ddim(**kw):
-    return DDIMScheduler(num_train_timesteps=1000, clip_sample=False, **kw)
+    return DDIMScheduler(**(dict(num_train_timesteps=1000, clip_sample=False) | kw))
+
+
+class _Cheap(torch.nn.Module):
+    """A network-free stand-in (ε = 0.1 x + 0.01 t / T) that records its timesteps: for long grids."""
+
+    def __init__(self, T=1000):
+        super().__init__()
+        self.T, self.calls = T, []
+
+    def condition_vector(self, x, context):
+        return context
+
+    def forward(self, x, timesteps, context=None):
+        self.calls.append(int(timesteps[0]))
+        return 0.1 * x + 0.01 * timesteps.view(-1, *[1] * (x.ndim - 1)) / self.T
+
+
+MONAI_GRID_10 = [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]  # round(linspace(999, 0, 10))
 
 
 def test_training_forward_is_noise_prediction_on_clean_image_condition():
@@ -46,13 +66,87 @@ def test_ddim_grid_shared_by_sampling_inversion_and_reconstruction():
     rec, inf = _Recorder(_net()), PatronusInferer(_ddim())
     x = torch.randn(2, 1, 16, 16)
     inf.sample(x, rec, x, num_inference_steps=10)
-    assert rec.calls == list(range(900, -1, -100))
+    assert rec.calls == MONAI_GRID_10
     rec.calls.clear()
     latents = inf.invert(x, rec, num_inference_steps=10)
-    assert rec.calls == list(range(0, 900, 100))
+    assert rec.calls == MONAI_GRID_10[:0:-1]
     rec.calls.clear()
     inf.reconstruct(latents, rec, x, num_inference_steps=10)
-    assert rec.calls == list(range(900, 0, -100))
+    assert rec.calls == MONAI_GRID_10[:-1]
+
+
+def test_every_grid_spans_the_whole_chain():
+    """A3: for every N in [2, T] the grid is DDIMScheduler.set_timesteps(N)'s, from T - 1 down to 0."""
+    inf, T = PatronusInferer(_ddim()), 1000
+    monai = _ddim()
+    for n in range(2, T + 1):
+        grid = inf._grid(n)
+        monai.set_timesteps(n)
+        assert torch.equal(grid, monai.timesteps.flip(0)), n
+        assert len(grid) == n and grid[0] == 0 and grid[-1] == T - 1 and bool((grid.diff() > 0).all()), n
+    for T_small in (2, 3, 10, 97):  # other T: still strictly increasing from 0 to T - 1
+        small = PatronusInferer(_ddim(num_train_timesteps=T_small))
+        for n in range(2, T_small + 1):
+            grid = small._grid(n)
+            assert grid[0] == 0 and grid[-1] == T_small - 1 and bool((grid.diff() > 0).all()), (T_small, n)
+    x, s = torch.randn(1, 1, 2, 2), torch.rand(1, 5)
+    for n in (2, 3, 7, 50, 334, 501, 600, 999, 1000):
+        net = _Cheap(T)
+        out = inf.sample(x, net, s, num_inference_steps=n)
+        assert net.calls == inf._grid(n).flip(0).tolist() and net.calls[0] == T - 1 and bool(out.isfinite().all()), n
+        assert net.calls[-1] == 0 and len(set(net.calls)) == n
+        net.calls.clear()
+        inf.invert(x, net, s, num_inference_steps=n)
+        assert net.calls == inf._grid(n)[:-1].tolist(), n  # evaluated at 0 .. t_{N-2}; the result is at T - 1
+    assert inf.scheduler.num_inference_steps == T  # the inferer never re-grids the scheduler
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("clip_sample", [False, True])
+def test_steps_match_monai_where_its_stride_is_the_grid(prediction_type, clip_sample):
+    """Where MONAI's fixed stride T // N is the step taken, every move equals DDIMScheduler.step / reversed_step."""
+    inf = PatronusInferer(_ddim(prediction_type=prediction_type, clip_sample=clip_sample))
+    monai = _ddim(prediction_type=prediction_type, clip_sample=clip_sample)
+    g = torch.Generator().manual_seed(0)
+    x, out = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
+    for n in (4, 7, 50, 1000):
+        monai.set_timesteps(n)
+        stride = 1000 // n
+        for t in (0, stride - 1, stride, 500, 999):
+            for eta in (0.0, 1.0):
+                ours = inf._ddim_step(out, t, t - stride, x, eta, torch.Generator().manual_seed(1))
+                ref = monai.step(out, t, x, eta=eta, generator=torch.Generator().manual_seed(1))
+                for a, b in zip(ours, ref):
+                    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+            if t + stride < 1000 and not clip_sample:
+                ours = inf._ddim_step(out, t, t + stride, x)
+                for a, b in zip(ours, monai.reversed_step(out, t, x)):
+                    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_sampling_matches_monai_when_its_grid_and_stride_agree():
+    """For N = T, MONAI's grid T-1 .. 0 and its stride T // N = 1 agree: the whole chain must equal MONAI's loop."""
+    net, T = _net(), 20
+    inf, monai = PatronusInferer(_ddim(num_train_timesteps=T)), _ddim(num_train_timesteps=T)
+    noise, s = torch.randn(1, 1, 8, 8), torch.rand(1, 5)
+    monai.set_timesteps(T)
+    x = noise
+    with torch.no_grad():
+        for t in monai.timesteps.tolist():
+            x, _ = monai.step(net(x, torch.tensor([t]), activations=s), t, x)
+    torch.testing.assert_close(inf.sample(noise, net, s, T), x, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("T, n", [(50, 7), (400, 334)])
+def test_fixed_point_inversion_is_exact_on_uneven_grids(T, n):
+    """The grid's steps differ (e.g. 8 and 9, or 1 and 2): the refined inversion must still be undone exactly."""
+    net, inf = _net(), PatronusInferer(_ddim(num_train_timesteps=T))
+    x0 = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    errors = {}
+    for m in (0, 4):
+        latents = inf.invert(x0, net, num_inference_steps=n, fixed_point_iterations=m)
+        errors[m] = float((inf.reconstruct(latents, net, x0, num_inference_steps=n) - x0).abs().max())
+    assert errors[4] < 1e-3 and errors[4] < 0.1 * errors[0], errors
 
 
 def test_trajectory_yields_x_t_and_predicted_clean_image():
@@ -60,7 +154,7 @@ def test_trajectory_yields_x_t_and_predicted_clean_image():
     noise, s = torch.randn(2, 1, 16, 16), torch.rand(2, 5)
     steps = list(inf.trajectory(noise, net, s, num_inference_steps=8))
     assert len(steps) == 8 and all(isinstance(st, DenoisingStep) for st in steps)
-    assert [st.timestep for st in steps] == [875, 750, 625, 500, 375, 250, 125, 0]
+    assert [st.timestep for st in steps] == [999, 856, 714, 571, 428, 285, 143, 0]  # round(linspace(999, 0, 8))
     torch.testing.assert_close(steps[0].sample, noise)
     for prev, nxt in zip(steps, steps[1:]):
         torch.testing.assert_close(prev.prev_sample, nxt.sample)
@@ -77,7 +171,8 @@ def test_batched_equals_one_by_one():
     noise, s = torch.randn(3, 1, 16, 16), torch.rand(3, 5)
     batched = inf.sample(noise, net, s, num_inference_steps=6)
     singles = torch.cat([inf.sample(noise[i : i + 1], net, s[i : i + 1], num_inference_steps=6) for i in range(3)])
-    torch.testing.assert_close(batched, singles, atol=1e-5, rtol=1e-5)
+    # atol: the first step, at t = T - 1, divides by sqrt(alpha_bar) = 0.006, amplifying batch-size rounding
+    torch.testing.assert_close(batched, singles, atol=1e-4, rtol=1e-5)
     inverted = inf.invert(noise, net, num_inference_steps=6)
     torch.testing.assert_close(inverted[1:2], inf.invert(noise[1:2], net, num_inference_steps=6), atol=1e-5, rtol=1e-5)
 
@@ -211,13 +306,16 @@ def test_trajectory_checks_arguments_eagerly_and_survives_interleaved_calls():
     x, s = torch.randn(1, 1, 16, 16), torch.rand(1, 5)
     with pytest.raises(ValueError, match="num_inference_steps"):
         inf.trajectory(x, net, s, num_inference_steps=1)  # raised at the call, before any iteration
-    reference = [st.prev_sample for st in inf.trajectory(x, net, s, num_inference_steps=4)]
-    lazy = inf.trajectory(x, net, s, num_inference_steps=4)
-    first = next(lazy)
-    inf.invert(x, net, num_inference_steps=10)  # re-grids the shared scheduler mid-trajectory
-    rest = [st.prev_sample for st in lazy]
-    for a, b in zip([first.prev_sample, *rest], reference):
-        torch.testing.assert_close(a, b)
+    for eta in (0.0, 1.0):
+        reference = list(inf.trajectory(x, net, s, 8, eta=eta, generator=torch.Generator().manual_seed(0)))
+        lazy = inf.trajectory(x, net, s, 8, eta=eta, generator=torch.Generator().manual_seed(0))
+        inf.invert(x, net, num_inference_steps=10)  # A4: another grid BEFORE the first step
+        first = next(lazy)
+        inf.sample(x, net, s, num_inference_steps=3)  # and between steps
+        steps = [first, *lazy]
+        assert [st.timestep for st in steps] == [st.timestep for st in reference] == [999, 856, 714, 571, 428, 285, 143, 0]
+        for a, b in zip(steps, reference):
+            assert torch.equal(a.prev_sample, b.prev_sample) and torch.equal(a.pred_original, b.pred_original)
     assert first.prev_sample.requires_grad is False
 
 
@@ -225,10 +323,10 @@ def test_partial_inversion_retraces_the_same_steps():
     rec, inf = _Recorder(_net()), PatronusInferer(_ddim())
     x = torch.randn(2, 1, 16, 16)
     latents = inf.invert(x, rec, num_inference_steps=10, depth=4)
-    assert rec.calls == [0, 100, 200, 300]
+    assert rec.calls == [0, 111, 222, 333]
     rec.calls.clear()
     out = inf.reconstruct(latents, rec, x, num_inference_steps=10, depth=4)
-    assert rec.calls == [400, 300, 200, 100]
+    assert rec.calls == [444, 333, 222, 111]
     steps = list(inf.trajectory(latents, rec, x, num_inference_steps=10, depth=4))
     torch.testing.assert_close(steps[-1].prev_sample, out)
     # a shallow round trip changes the image less than a full one
@@ -244,9 +342,9 @@ def test_inversion_iterations_default_and_validation():
     inf = PatronusInferer(_ddim(), inversion_iterations=2)
     x = torch.randn(1, 1, 16, 16)
     inf.invert(x, rec, num_inference_steps=4)
-    assert rec.calls == [0, 250, 250, 250, 500, 500, 500, 750, 750]  # each step: 1 call + 2 refinements at its end
+    assert rec.calls == [0, 333, 333, 333, 666, 666, 666, 999, 999]  # each step: 1 call + 2 refinements at its end
     rec.calls.clear()
     inf.invert(x, rec, num_inference_steps=4, fixed_point_iterations=0)
-    assert rec.calls == [0, 250, 500]
+    assert rec.calls == [0, 333, 666]
     with pytest.raises(ValueError, match="inversion_iterations must be an int >= 0, got -1"):
         PatronusInferer(_ddim(), inversion_iterations=-1)
