@@ -5,7 +5,7 @@ Used by the bundles' ``evaluate.json`` (``python -m monai.bundle run --config_fi
 
 - ``evaluation.json``: the conditioning metrics (does generation use ``s``? each with its chance level),
   attribute-prototype AUROC, linear-probe AUROC, TAD, the shortcut pairs with their evidence and
-  counterfactuals, inversion PSNR/SSIM (DDIM reconstruction: the inversion error, exact for any network), FID
+  counterfactuals, inversion PSNR/SSIM (DDIM reconstruction: the inversion error, not a measure of learning), FID
   (with a feature extractor), seed stability (with a second model), and the wall time of each part;
 - ``evaluation.md``: a readable summary linking ``shortcuts.md`` (the shortcut report), ``auroc_heatmap.png``
   and the counterfactual panels.
@@ -302,7 +302,7 @@ def _markdown(result: dict, title: str, top_n: int) -> str:
     if "reconstruction" in result:
         r = result["reconstruction"]
         lines += ["", "## Generation", "", f"- Inversion error ({r['num_images']} images, DDIM invert + reconstruct, "
-                  f"exact for any network, so not a measure of learning): PSNR {_num(r['psnr'])} dB, SSIM {_num(r['ssim'])}"]
+                  f"an untrained zero-initialised network scores > 100 dB, so not a measure of learning): PSNR {_num(r['psnr'])} dB, SSIM {_num(r['ssim'])}"]
     if "fid" in result:
         lines += ["- FID: " + ", ".join(f"{k} {_num(v)}" for k, v in result["fid"].items())]
     if "seed_stability" in result:

@@ -30,8 +30,8 @@ class SampleGridHandler:
     - ``conditioning_gain``: mean relative denoising-loss reduction of the right ``s`` over a shuffled one
       (chance 0);
     - ``sample_saturation``: share of sample pixels beyond ±0.98 (compare with the data's);
-    - ``inversion_psnr``: PSNR of the DDIM reconstruction. Inversion is exact for *any* network (an untrained
-      one reconstructs at > 100 dB), so this is the inversion error, not a measure of learning.
+    - ``inversion_psnr``: PSNR of the DDIM reconstruction. An untrained, zero-initialised network reconstructs
+      at > 100 dB (ε = 0 makes inversion exact), so this is the inversion error, not a measure of learning.
 
     The metrics of every evaluation are appended to ``conditioning.jsonl`` in ``output_dir`` (with the summary
     line :func:`~monai_patronus.evaluation.conditioning_summary`). Runs on rank 0 only when distributed. 3-D
