@@ -74,6 +74,7 @@ def evaluate(
     counterfactual_depth: int | None = None,
     extrapolate_to: float | None = 3.0,
     image_judges: Mapping | None = None,
+    max_judge_phi: float = 0.2,
     folds: int = 5,
     max_samples: int = 10000,
     num_inference_steps: int = 50,
@@ -97,13 +98,15 @@ def evaluate(
         names, classes: attribute names of multi-label ``(B, A)`` labels, or class names of class-index
             labels (one-vs-rest attributes); see :func:`label_names`.
         heldout_data: optional held-out labelled data in which the attributes are independent; its images
-            are also the counterfactual's (else the analysed data's).
+            are also the counterfactual's (else the analysed data's), and the counterfactual's linear-probe judges
+            are fitted on it (else on a balanced subset of the analysed data); a pair whose judges would be
+            fitted where |phi| > max_judge_phi is not tested (``counterfactual_skipped`` says why).
         label_key, image_key: keys of the batches.
         uncertain, on_constant: label handling (see :func:`monai_patronus.evaluation.check_labels`,
             :func:`monai_patronus.evaluation.attribute_auroc`); constant attributes are skipped (and listed) by
             default.
-        top_n, num_pairs, num_counterfactual, counterfactual_depth, extrapolate_to, image_judges: the
-            shortcut report (:func:`monai_patronus.evaluation.shortcut_report`).
+        top_n, num_pairs, num_counterfactual, counterfactual_depth, extrapolate_to, image_judges, max_judge_phi:
+            the shortcut report (:func:`monai_patronus.evaluation.shortcut_report`).
         folds, max_samples: linear-probe AUROC and TAD (METHOD.md section 6: 5 folds, first 10,000 samples).
         num_inference_steps: DDIM steps for edits, reconstructions and generation.
         num_conditioning_images: images (the first of ``heldout_data``, else of ``data``) for the conditioning
@@ -135,7 +138,7 @@ def evaluate(
         compare_network.eval()
     timings: dict[str, float] = {}
     result: dict = {"settings": {"top_n": top_n, "num_pairs": num_pairs, "num_counterfactual": num_counterfactual,
-                                 "extrapolate_to": extrapolate_to,
+                                 "extrapolate_to": extrapolate_to, "max_judge_phi": max_judge_phi,
                                  "folds": folds, "max_samples": max_samples, "num_inference_steps": num_inference_steps,
                                  "uncertain": uncertain, "on_constant": on_constant, "seed": seed}}
 
@@ -182,7 +185,8 @@ def evaluate(
     report = shortcut_report(
         network, inferer, analysed.activations, analysed.labels[:, kept], list(auroc.names), top_n=top_n,
         heldout=heldout_pair, images=cf_data, image_labels=cf_labels[:, kept], num_pairs=num_pairs,
-        num_counterfactual=num_counterfactual, extrapolate_to=extrapolate_to, image_judges=image_judges, num_inference_steps=num_inference_steps,
+        num_counterfactual=num_counterfactual, extrapolate_to=extrapolate_to, image_judges=image_judges, max_judge_phi=max_judge_phi,
+        num_inference_steps=num_inference_steps,
         depth=counterfactual_depth, uncertain=uncertain, on_constant="error", seed=seed, image_key=image_key,
     )
     paths = write_shortcut_report(report, out, title=f"{title}: shortcut report")
@@ -291,9 +295,18 @@ def _markdown(result: dict, title: str, top_n: int) -> str:
             effect = ""
             if cf:
                 e = cf["edits"][-1]
-                effect = "; prototype {} {} flips {} in {:.0%} and {} in {:.0%} of images (control: {:.0%})".format(
-                    cf["prototype"], e["label"], a, e["attributes"][a]["flip_rate"], b, e["attributes"][b]["flip_rate"],
-                    e["control"]["attributes"][b]["flip_rate"])
+                c = e["control"]
+                eff = lambda v: "undefined" if v is None else f"{v:.2f}"  # noqa: E731
+                effect = ("; prototype {} {} (efficacy {}) on images {}: flips {} in {:.0%} and {} in {:.0%}; control "
+                          "prototype {} {} (efficacy {}): {:.0%} and {:.0%}; judges: {}").format(
+                    cf["prototype"], e["label"], eff(e["efficacy"]), cf["image_choice"]["description"],
+                    a, e["attributes"][a]["flip_rate"], b, e["attributes"][b]["flip_rate"],
+                    cf["control_prototype"], c["label"], eff(c["efficacy"]),
+                    c["attributes"][a]["flip_rate"], c["attributes"][b]["flip_rate"],
+                    ", ".join(f"{n}: {j['kind']} ({j['fitted_on']}, AUROC {eff(j['fit_auroc'])})"
+                              for n, j in pair["judges"].items()))
+            elif pair.get("counterfactual_skipped"):
+                effect = f"; counterfactual not run: {pair['counterfactual_skipped']}"
             lines.append(f"{i}. **{a} <-> {b}**: score {pair['score']:.3f}, shared prototypes "
                          f"{pair['shared_prototypes']}{effect}.")
         lines += ["", "Full evidence: [shortcuts.md](shortcuts.md)."]
