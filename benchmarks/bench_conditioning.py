@@ -11,8 +11,8 @@ On one fixed set of demo slices (spread evenly over the dataset), three networks
   untrained net whose output does depend on ``s``.
 - ``trained``: the demo bundle's checkpoint.
 
-"inversion PSNR" is exact DDIM inversion + reconstruction (``reconstruction_metrics``): it measures inversion
-error only, and every row passes it. The other columns are ``conditioning_metrics`` (chance levels: gaps 0,
+"inversion PSNR" is DDIM inversion + reconstruction (``reconstruction_metrics``): it measures inversion
+error only (the untrained ε = 0 network inverts exactly and scores highest). The other columns are ``conditioning_metrics`` (chance levels: gaps 0,
 win rate 0.5, efficacy 0, in-box ratio 1, gain 0).
 """
 
