@@ -157,12 +157,14 @@ def evaluate(
 
     if num_conditioning_images:
         start = time.perf_counter()
-        images = _first_images(heldout_data if heldout_data is not None else data, num_conditioning_images, image_key)
-        device = next(network.parameters()).device
-        result["conditioning"] = conditioning_metrics(
-            network, inferer, images.to(device), num_inference_steps, reference=analysed.activations, seed=seed
-        )
-        result["conditioning"]["images"] = "held-out data" if heldout_data is not None else "analysed data"
+        source = heldout_data if heldout_data is not None and result.get("num_heldout_images", 0) >= 2 else data
+        images = _first_images(source, num_conditioning_images, image_key)
+        if len(images) >= 2:  # each image is compared with another image's s
+            device = next(network.parameters()).device
+            result["conditioning"] = conditioning_metrics(
+                network, inferer, images.to(device), num_inference_steps, reference=analysed.activations, seed=seed
+            )
+            result["conditioning"]["images"] = "held-out data" if source is heldout_data else "analysed data"
         timings["conditioning"] = time.perf_counter() - start
 
     start = time.perf_counter()
