@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from monai_patronus.data import pick_images
-from monai_patronus.evaluation import semantic_reconstruction
+from monai_patronus.evaluation import conditioning_summary, semantic_reconstruction
 from monai_patronus.interpret import masking_faithfulness, plot_emergence_curves, prototype_emergence
 
 from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, ROOT, load_demo_model  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     chosen = order[[0, len(order) // 2, -1]].tolist()
     semantic = semantic_reconstruction(net, inferer, spread, args.steps)  # the numbers beside the figure
-    gap = f"s->image gap {semantic['psnr']['gap']:+.2f} dB PSNR, {semantic['ssim']['gap']:+.3f} SSIM (chance 0)"
+    gap = conditioning_summary({"semantic_reconstruction": semantic})
     print("does generation use s?", gap)
     path = plot_emergence_curves(
         result.timesteps, result.activations[:, :, chosen], prototype_labels=[f"prototype {k}" for k in chosen],

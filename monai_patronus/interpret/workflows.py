@@ -49,9 +49,11 @@ def _semantic_gap(network, inferer, images, num_inference_steps, seed: int = 0) 
 
 
 def _gap_text(semantic: dict | None) -> str:
+    from monai_patronus.evaluation.conditioning import conditioning_summary  # evaluation imports interpret
+
     if semantic is None:
         return "s->image gap n/a (one image)"
-    return f"s->image gap {semantic['psnr']['gap']:+.2f} dB PSNR, {semantic['ssim']['gap']:+.3f} SSIM (chance 0)"
+    return conditioning_summary({"semantic_reconstruction": semantic})
 
 
 def _efficacy(before: float, after: float, target: float) -> float | None:
