@@ -21,14 +21,21 @@ from monai_patronus.data import load_digits_images
 from monai_patronus.engines import create_patronus_trainer
 from monai_patronus.evaluation import semantic_reconstruction
 from monai_patronus.inferers import PatronusInferer
-from monai_patronus.networks import PatronusUNet, PrototypeEncoder
+from monai_patronus.networks import PatronusUNet, PrototypeEncoder, init_prototypes_from_data
 from monai_patronus.utils import psnr, save_png_grid
 
 __all__ = ["build_tiny_patronus", "train_tiny_patronus", "main"]
 
 
-def build_tiny_patronus(spatial_dims: int = 2, in_channels: int = 1, num_prototypes: int = 16) -> PatronusUNet:
-    """A small Patronus for 16-px images: 3-layer encoder (7-px patches on a 10x10 map), 2-level U-Net."""
+def build_tiny_patronus(
+    spatial_dims: int = 2,
+    in_channels: int = 1,
+    num_prototypes: int = 16,
+    condition_norm: bool = True,
+    condition_dropout: float = 0.1,
+) -> PatronusUNet:
+    """A small Patronus for 16-px images: 3-layer encoder (7-px patches on a 10x10 map), 2-level U-Net, with the
+    recipe's standardised ``s`` and condition dropout (the README's "Training recipe")."""
     encoder = PrototypeEncoder(
         spatial_dims,
         in_channels,
@@ -40,7 +47,8 @@ def build_tiny_patronus(spatial_dims: int = 2, in_channels: int = 1, num_prototy
         preset=None,
     )
     return PatronusUNet(
-        spatial_dims, in_channels, encoder, channels=(32, 64), num_res_blocks=1, norm_num_groups=8, dropout=0.0
+        spatial_dims, in_channels, encoder, channels=(32, 64), num_res_blocks=1, norm_num_groups=8, dropout=0.0,
+        condition_norm=condition_norm, condition_dropout=condition_dropout,
     )
 
 
@@ -53,15 +61,28 @@ def train_tiny_patronus(
     num_prototypes: int = 16,
     autocast_dtype: torch.dtype | str | None = None,
     device: str | torch.device = "cpu",
+    recipe: bool = True,
+    guidance_scale: float = 1.5,
 ) -> tuple[PatronusUNet, PatronusInferer, list[float]]:
     """Train :func:`build_tiny_patronus` on ``images`` for ``steps`` optimiser steps with MONAI's trainer.
+
+    With ``recipe`` (default) the training recipe of the README's "Training recipe": prototypes initialised on feature cells
+    of ``images``, ``s`` standardised before the embedding, condition dropout 0.1, v-prediction, and an inferer
+    with classifier-free guidance ``guidance_scale`` and x̂0 clipped when sampling from noise. Without it the
+    paper's plain recipe (uniform prototypes, raw ``s``, ε-prediction, no guidance or clipping).
 
     Returns the network (in eval mode), an inferer with a ``DDIMScheduler(clip_sample=False)`` and the
     per-step losses.
     """
     set_determinism(seed=seed)
-    net = build_tiny_patronus(images.ndim - 2, images.shape[1], num_prototypes).to(device)
-    inferer = PatronusInferer(DDIMScheduler(num_train_timesteps=1000, clip_sample=False), autocast_dtype=autocast_dtype)
+    net = build_tiny_patronus(images.ndim - 2, images.shape[1], num_prototypes, condition_norm=recipe,
+                              condition_dropout=0.1 if recipe else 0.0).to(device)
+    if recipe:
+        init_prototypes_from_data(net, images, seed=seed)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False,
+                              prediction_type="v_prediction" if recipe else "epsilon")
+    inferer = PatronusInferer(scheduler, autocast_dtype=autocast_dtype, guidance_scale=guidance_scale if recipe else 1.0,
+                              sample_clip=1.0 if recipe else None)
     data = [{"image": img} for img in images]
     sampler = RandomSampler(data, replacement=True, num_samples=steps * batch_size, generator=torch.Generator().manual_seed(seed))
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler)

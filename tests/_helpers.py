@@ -47,8 +47,8 @@ class IgnoresS(nn.Module):
     def condition_vector(self, x, context=None, **kw):
         return self.net.condition_vector(x, context=context, **kw)
 
-    def forward(self, x, timesteps, context=None):
-        return self.net(x, timesteps, activations=self.fixed.expand(x.shape[0], -1))
+    def forward(self, x, timesteps, context=None, unconditional=None):
+        return self.net(x, timesteps, activations=self.fixed.expand(x.shape[0], -1), unconditional=unconditional)
 
 
 def shows(k: int, present: bool) -> list[int]:

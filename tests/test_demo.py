@@ -23,21 +23,22 @@ def test_training_reduces_the_denoising_loss(trained):
 
 def test_inversion_maps_images_to_noise_only_when_trained(trained):
     """Exact DDIM inversion reconstructs through any network (an untrained one at > 100 dB), so the
-    reconstruction PSNR proves nothing. What training changes is where inversion lands: a trained
-    ε-predictor maps images to latents with the statistics of the noise it was trained on; an untrained one
-    (zero-initialised output: ε = 0) only rescales the image by sqrt(alpha_bar) and lands near 0."""
+    reconstruction PSNR proves nothing. What training changes is where inversion lands: a trained model maps
+    images to latents with the statistics of the noise it was trained on; an untrained one (zero-initialised
+    output: v = 0, so x̂0 and ε̂ are both multiples of x_t) only rescales the image, step by step."""
     images, net, inferer, _ = trained
     x0 = images[:8]
     untrained = build_tiny_patronus().eval()
-    stds = {}
+    assert inferer.scheduler.prediction_type == "v_prediction"
     for name, model in (("trained", net), ("untrained", untrained)):
         latents = inferer.invert(x0, model, num_inference_steps=50)
-        stds[name] = float(latents.std())
+        std = float(latents.std())
         correlation = float(torch.corrcoef(torch.stack([latents.flatten(), x0.flatten()]))[0, 1])
-        print(f"{name}: inverted latents std {stds[name]:.3f}, correlation with the image {correlation:.3f}")
+        print(f"{name}: inverted latents std {std:.3f}, correlation with the image {correlation:.3f}")
         if name == "trained":
-            assert 0.6 < stds[name] < 1.4 and abs(correlation) < 0.5  # noise-like, not the image
-    assert stds["untrained"] < 0.1
+            assert 0.6 < std < 1.4 and abs(correlation) < 0.5  # noise-like, not the image
+        else:
+            assert correlation > 0.99  # a rescaled copy of the image
 
 
 def test_demo_writes_grid_and_summary(tmp_path):
@@ -61,3 +62,21 @@ def test_fixed_point_inversion_reconstructs_better_with_few_steps(trained):
     assert values[1] > values[0] + 3.0
     with pytest.raises(ValueError, match="fixed_point_iterations must be an int >= 0, got -1"):
         inferer.invert(x0, net, s, 10, fixed_point_iterations=-1)
+
+
+def test_the_recipe_model_generation_follows_s(trained):
+    """The tiny demo model (trained with the recipe, 300 steps on 16 digits) generates nearer an image from the
+    image's own s than from another's; the same network with its condition fixed to the mean s scores exactly
+    chance (gap 0) on the same images and noise."""
+    from monai_patronus.evaluation import semantic_reconstruction
+    from tests._helpers import IgnoresS
+
+    images, net, inferer, _ = trained
+    with torch.no_grad():
+        fixed = net.encode(images).mean(0, keepdim=True)
+    uses = semantic_reconstruction(net, inferer, images, 20, seed=0)
+    ignores = semantic_reconstruction(IgnoresS(net, fixed).eval(), inferer, images, 20, seed=0)
+    print(f"recipe model: gap {uses['psnr']['gap']:+.2f} dB, SSIM {uses['ssim']['gap']:+.3f}, win {uses['win_rate']:.2f}; "
+          f"condition fixed: gap {ignores['psnr']['gap']:+.2f} dB")
+    assert ignores["psnr"]["gap"] == 0.0 and ignores["win_rate"] == 0.5
+    assert uses["psnr"]["gap"] > 1.0 and uses["ssim"]["gap"] > 0.05 and uses["win_rate"] > 0.7

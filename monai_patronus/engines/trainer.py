@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from ignite.engine import Events
-from monai.engines import DiffusionPrepareBatch, SupervisedTrainer
+from monai.engines import DiffusionPrepareBatch, SupervisedTrainer, VPredictionPrepareBatch
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys
 from torch import nn
@@ -94,7 +94,7 @@ def create_patronus_trainer(
         optimizer=optimizer,
         loss_function=nn.MSELoss(),
         inferer=inferer,
-        prepare_batch=DiffusionPrepareBatch(num_train_timesteps=inferer.scheduler.num_train_timesteps),
+        prepare_batch=_prepare_batch(inferer.scheduler),
         **kwargs,
     )
     if finite_loss_check:
@@ -106,6 +106,20 @@ def create_patronus_trainer(
         trainer.add_event_handler(IterationEvents.LOSS_COMPLETED, check_finite_loss)
         trainer.add_event_handler(Events.STARTED, _check_loss_last)
     return trainer
+
+
+def _prepare_batch(scheduler) -> DiffusionPrepareBatch:
+    """MONAI's batch preparation for the scheduler's prediction type: the target is ε, or ``v`` for
+    ``prediction_type="v_prediction"`` (Salimans & Ho 2022)."""
+    T = scheduler.num_train_timesteps
+    if getattr(scheduler, "prediction_type", "epsilon") == "v_prediction":
+        return VPredictionPrepareBatch(scheduler, num_train_timesteps=T)
+    if getattr(scheduler, "prediction_type", "epsilon") != "epsilon":
+        raise ValueError(
+            f"create_patronus_trainer: the scheduler's prediction_type must be 'epsilon' or 'v_prediction', "
+            f"got {scheduler.prediction_type!r}."
+        )
+    return DiffusionPrepareBatch(num_train_timesteps=T)
 
 
 def _check_loss_last(engine: SupervisedTrainer) -> None:

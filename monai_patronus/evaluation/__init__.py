@@ -21,9 +21,11 @@ from .attributes import (
     one_hot_classes,
 )
 from .conditioning import (
+    compare_conditioning,
     conditioning_gain,
     conditioning_metrics,
     conditioning_summary,
+    conditioning_table,
     edit_efficacy,
     sample_sanity,
     semantic_reconstruction,
@@ -67,9 +69,11 @@ __all__ = [
     "check_labels",
     "one_hot_classes",
     "conditional_fid",
+    "compare_conditioning",
     "conditioning_gain",
     "conditioning_metrics",
     "conditioning_summary",
+    "conditioning_table",
     "edit_efficacy",
     "sample_sanity",
     "semantic_reconstruction",

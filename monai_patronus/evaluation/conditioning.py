@@ -38,9 +38,11 @@ from torch import nn
 from monai_patronus.evaluation.generation import _check_image_range, _ssim_window
 
 __all__ = [
+    "compare_conditioning",
     "conditioning_gain",
     "conditioning_metrics",
     "conditioning_summary",
+    "conditioning_table",
     "edit_efficacy",
     "sample_sanity",
     "semantic_reconstruction",
@@ -377,3 +379,82 @@ def conditioning_summary(metrics: dict) -> str:
         parts.append(f"samples saturated {san['samples']['saturated']:.0%} (data {san['data']['saturated']:.0%}), "
                      f"beyond ±1 {san['samples']['out_of_range']:.0%}")
     return "; ".join(parts)
+
+
+def _cell(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def conditioning_table(results: dict) -> str:
+    """Markdown table of :func:`conditioning_metrics` results, one row per model, with the chance row."""
+    rows = [
+        "| model | semantic PSNR own / other / gap (dB) | SSIM gap | win rate | edit efficacy raise / suppress (median) "
+        "| in-box ratio | conditioning gain | saturated samples / data |",
+        "|---|---|---|---|---|---|---|---|",
+        "| chance | gap 0 | 0 | 0.50 | 0 / 0 | 1 | 0 | - |",
+    ]
+    for name, r in results.items():
+        sem, san, gain = r["semantic_reconstruction"], r["sample_sanity"], r["conditioning_gain"]
+        eff = r["edit_efficacy"]["invert" if "invert" in r["edit_efficacy"] else "sample"]
+        rows.append("| " + " | ".join([
+            name,
+            f"{sem['psnr']['own']:.2f} / {sem['psnr']['other']:.2f} / {sem['psnr']['gap']:+.2f}",
+            f"{sem['ssim']['gap']:+.3f}",
+            f"{sem['win_rate']:.2f}",
+            f"{_cell(eff['raise']['median'], '.2f')} / {_cell(eff['suppress']['median'], '.2f')}",
+            _cell(eff["in_box_ratio"]["median"], ".2f"),
+            f"{gain['mean_gain']:+.1%}",
+            f"{san['samples']['saturated']:.2f} / {san['data']['saturated']:.2f}",
+        ]) + " |")
+    return "\n".join(rows)
+
+
+def compare_conditioning(
+    network: nn.Module,
+    inferer,
+    images: torch.Tensor,
+    reference_weights: str | None,
+    output_path: str | None = None,
+    num_inference_steps: int = 50,
+    num_prototypes: int = 4,
+    seed: int = 0,
+    names: tuple[str, str] = ("this run", "reference"),
+) -> dict:
+    """The conditioning metrics of ``network`` beside those of the same architecture loaded from
+    ``reference_weights`` (e.g. a bundle's shipped pretrained model), on the same images, noise and settings.
+
+    For the end of a training run: prints a markdown table (:func:`conditioning_table`) and writes the numbers
+    to ``output_path`` (JSON) when given. When the reference cannot be loaded (no file, or another
+    architecture, e.g. after changing ``image_size``) only ``network`` is measured, and the reason is printed
+    and returned under ``"reference_skipped"``.
+
+    Returns:
+        ``{"results": {name: conditioning_metrics(...)}, "table": str, "num_images", "num_inference_steps"}``.
+    """
+    import copy
+    import json
+    from pathlib import Path
+
+    from monai_patronus.handlers import load_network_weights
+
+    networks = {names[0]: network}
+    out: dict = {"num_images": int(images.shape[0]), "num_inference_steps": num_inference_steps}
+    if reference_weights is not None:
+        reference = copy.deepcopy(getattr(network, "module", network))
+        try:
+            out["reference_weights"] = Path(load_network_weights(reference, reference_weights)).name
+            networks[names[1]] = reference.eval()
+        except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+            out["reference_skipped"] = f"{names[1]} not compared: {err}"
+            print(out["reference_skipped"])
+    out["results"] = {
+        name: conditioning_metrics(net, inferer, images, num_inference_steps, num_prototypes, seed=seed)
+        for name, net in networks.items()
+    }
+    out["table"] = conditioning_table(out["results"])
+    print(f"Does generation follow s? {out['num_images']} held-out images, {num_inference_steps} DDIM steps, "
+          f"guidance {getattr(inferer, 'guidance_scale', 1.0):g}:\n{out['table']}")
+    if output_path is not None:
+        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_path).write_text(json.dumps(out, indent=1, default=float))
+    return out

@@ -388,7 +388,8 @@ def counterfactual_test(
 
     Returns:
         ``(scores, images)``. ``scores`` is ``{"num_images", "edits": [{"prototype", "target",
-        "activation_before", "activation_after", "efficacy", "efficacy_images", "attributes": {name:
+        "activation_before", "activation_after", "efficacy", "efficacy_images", "efficacy_at_least_half",
+        "attributes": {name:
         {"flip_rate", "p_before", "p_after", "positive_before", "positive_after", "judge"}}}, ...]}``:
 
         - ``activation_*``: the mean ``s_k`` re-encoded from the unedited and the edited regeneration;
@@ -396,7 +397,8 @@ def counterfactual_test(
           values), the share of the intended change that the regeneration shows: 1 the edit took fully, 0
           it did nothing, negative it went the wrong way; images whose ``s_k`` before is within
           ``1e-3 * max(1, |target|)`` of the target ask for no change and are left out (``efficacy_images``
-          counts the rest; ``efficacy`` is ``None`` when none is left);
+          counts the rest; ``efficacy`` is ``None`` when none is left); ``efficacy_at_least_half``: the share
+          of those images whose own share of the intended change is at least 0.5;
         - ``flip_rate``: the fraction of images whose judged attribute (``p >= 0.5``) differs between the
           unedited and the edited regeneration; ``positive_*`` the fraction judged positive before and after;
           ``p_*`` the mean probabilities.
@@ -422,7 +424,8 @@ def counterfactual_test(
         k_before, k_after = _as_numpy(before_s[:, prototype]), _as_numpy(after_s[:, prototype])
         intended = target - k_before
         asked = np.abs(intended) > 1e-3 * max(1.0, abs(target))
-        efficacy = float(np.mean((k_after[asked] - k_before[asked]) / intended[asked])) if asked.any() else None
+        shares = (k_after[asked] - k_before[asked]) / intended[asked]
+        efficacy = float(np.mean(shares)) if asked.any() else None
         entry = {
             "prototype": prototype,
             "target": target,
@@ -430,6 +433,7 @@ def counterfactual_test(
             "activation_after": float(k_after.mean()),
             "efficacy": efficacy,
             "efficacy_images": int(asked.sum()),
+            "efficacy_at_least_half": float(np.mean(shares >= 0.5)) if asked.any() else None,
             "attributes": {},
         }
         for name in names:

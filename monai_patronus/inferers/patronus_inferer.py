@@ -57,10 +57,24 @@ class PatronusInferer(DiffusionInferer):
         autocast_dtype: ``None`` for float32, or ``torch.bfloat16`` / ``"bfloat16"`` (or float16 on CUDA) to
             run the network under ``torch.autocast`` on the input's device (CPU or CUDA). Outputs are float32.
         inversion_iterations: default ``fixed_point_iterations`` of :meth:`invert` (0: plain reverse DDIM).
+        guidance_scale: classifier-free guidance on ``s`` (Ho & Salimans 2022) at inference:
+            ``ε = ε(∅) + w (ε(s) - ε(∅))``; 1 (default) is plain conditional prediction, ``w > 1`` makes generation
+            follow ``s`` more closely. It applies to every inference pass (sampling, inversion, reconstruction,
+            editing), so inversion and reconstruction stay exact inverses of each other; never to the training
+            forward. ``w != 1`` needs a model trained with ``condition_dropout > 0``.
+        sample_clip: clamp the predicted clean image ``x̂0`` to ``[-sample_clip, sample_clip]`` at every step of
+            generation *from noise* (:meth:`sample`, :meth:`trajectory` without ``depth``), which keeps samples
+            in the data range early in training. Inversion and reconstruction are never clipped (clipping
+            makes inversion inexact). ``None`` (default): no clipping.
     """
 
     def __init__(
-        self, scheduler: Scheduler, autocast_dtype: torch.dtype | str | None = None, inversion_iterations: int = 0
+        self,
+        scheduler: Scheduler,
+        autocast_dtype: torch.dtype | str | None = None,
+        inversion_iterations: int = 0,
+        guidance_scale: float = 1.0,
+        sample_clip: float | None = None,
     ) -> None:
         if not isinstance(scheduler, Scheduler):
             raise TypeError(f"PatronusInferer: scheduler must be a MONAI Scheduler, got {type(scheduler).__name__}.")
@@ -77,7 +91,20 @@ class PatronusInferer(DiffusionInferer):
             )
         if isinstance(inversion_iterations, bool) or not isinstance(inversion_iterations, int) or inversion_iterations < 0:
             raise ValueError(f"PatronusInferer: inversion_iterations must be an int >= 0, got {inversion_iterations!r}.")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
+            raise ValueError(f"PatronusInferer: guidance_scale must be a float >= 0 (1: no guidance), got {guidance_scale!r}.")
+        if sample_clip is not None and (
+            isinstance(sample_clip, bool) or not isinstance(sample_clip, (int, float)) or not sample_clip > 0
+        ):
+            raise ValueError(f"PatronusInferer: sample_clip must be a float > 0 (e.g. 1.0) or None, got {sample_clip!r}.")
+        if sample_clip is not None and not hasattr(scheduler, "reversed_step"):
+            raise ValueError(
+                f"PatronusInferer: sample_clip needs a DDIM-type scheduler; for {type(scheduler).__name__} set its own "
+                "clip_sample instead, and leave sample_clip None."
+            )
         super().__init__(scheduler)
+        self.guidance_scale = float(guidance_scale)
+        self.sample_clip = None if sample_clip is None else float(sample_clip)
         self.autocast_dtype = autocast_dtype
         self.inversion_iterations = inversion_iterations
         self._step_takes_generator = "generator" in inspect.signature(scheduler.step).parameters
@@ -143,7 +170,8 @@ class PatronusInferer(DiffusionInferer):
         grid = self._grid(num_inference_steps).tolist()
         # generation order; -1 stands for the final step to alpha = final_alpha_cumprod
         down = grid[::-1] + [-1] if depth is None else grid[: self._check_depth(depth, len(grid)) + 1][::-1]
-        return self._denoise(input_noise, diffusion_model, s, list(zip(down[:-1], down[1:])), eta, generator, verbose)
+        clip = self.sample_clip if depth is None else None
+        return self._denoise(input_noise, diffusion_model, s, list(zip(down[:-1], down[1:])), eta, generator, verbose, clip)
 
     def sample(  # type: ignore[override]
         self,
@@ -178,7 +206,7 @@ class PatronusInferer(DiffusionInferer):
         needs it at the step's end ``x_{t'}``; the error grows with the step size. With
         ``fixed_point_iterations = m > 0`` each step is refined ``m`` times by
         ``x_{t'} <- DDIM(ε(x_{t'}, t'); x_t, t -> t')``, whose fixed point is exactly what :meth:`reconstruct`
-        undoes (for an ε- or x0-predicting scheduler), so few steps reconstruct as well as many (``m``
+        undoes (for every prediction type: ε, x0 or v), so few steps reconstruct as well as many (``m``
         extra network calls per step). ``None`` takes the inferer's ``inversion_iterations``.
 
         Returns ``x`` at the top of the grid ``t_{N-1} = T - 1`` (see the class docstring), or at ``t_depth`` when
@@ -209,7 +237,8 @@ class PatronusInferer(DiffusionInferer):
         for t, t_next in self._progress(list(zip(grid[:depth], grid[1 : depth + 1])), verbose, "inverting"):
             x_next, _ = self._ddim_step(self._predict(diffusion_model, x, t, s), t, t_next, x)
             for _ in range(fixed_point_iterations):
-                x_next, _ = self._ddim_step(self._predict(diffusion_model, x_next, t_next, s), t, t_next, x)
+                out = self._predict(diffusion_model, x_next, t_next, s)
+                x_next, _ = self._ddim_step(out, t, t_next, x, at=(t_next, x_next))
             x = x_next
         return x
 
@@ -239,24 +268,24 @@ class PatronusInferer(DiffusionInferer):
         return x.float()
 
     # ------------------------------------------------------------------ helpers
-    def _denoise(self, x, diffusion_model, s, steps, eta, generator, verbose) -> Iterator[DenoisingStep]:
+    def _denoise(self, x, diffusion_model, s, steps, eta, generator, verbose, clip=None) -> Iterator[DenoisingStep]:
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0:
             raise ValueError(f"PatronusInferer: eta must be a float >= 0, got {eta!r}.")
         if eta != 0 and not self._is_ddim:
             raise ValueError(
                 f"PatronusInferer: eta={eta} needs a DDIM-type scheduler; {type(self.scheduler).__name__}.step takes no eta."
             )
-        return self._denoise_steps(x, diffusion_model, s, steps, float(eta), generator, verbose)
+        return self._denoise_steps(x, diffusion_model, s, steps, float(eta), generator, verbose, clip)
 
     @torch.no_grad()
-    def _denoise_steps(self, x, diffusion_model, s, steps, eta, generator, verbose) -> Iterator[DenoisingStep]:
+    def _denoise_steps(self, x, diffusion_model, s, steps, eta, generator, verbose, clip=None) -> Iterator[DenoisingStep]:
         """Run the explicit ``(t, t_next)`` steps fixed by :meth:`trajectory` (nothing read from the scheduler's state)."""
         kwargs = {"generator": generator} if self._step_takes_generator else {}
         x = x.float()
         for t, t_next in self._progress(steps, verbose, "denoising"):
             out = self._predict(diffusion_model, x, t, s)
             if self._is_ddim:
-                prev, pred_original = self._ddim_step(out, t, t_next, x, eta, generator)
+                prev, pred_original = self._ddim_step(out, t, t_next, x, eta, generator, clip)
             else:  # DDPM: step() moves t -> t - 1 = t_next
                 prev, pred_original = self.scheduler.step(out, t, x, **kwargs)
             yield DenoisingStep(t, x, pred_original, prev)
@@ -266,24 +295,32 @@ class PatronusInferer(DiffusionInferer):
     def _is_ddim(self) -> bool:
         return hasattr(self.scheduler, "reversed_step")
 
-    def _ddim_step(self, out, t: int, t_next: int, x, eta: float = 0.0, generator=None):
+    def _ddim_step(
+        self, out, t: int, t_next: int, x, eta: float = 0.0, generator=None, clip: float | None = None, at=None
+    ):
         """DDIM move of ``x`` from ``t`` to ``t_next`` (down, or up for inversion with ``eta = 0``; ``t_next = -1``:
         ``alpha = final_alpha_cumprod``), Song et al. 2021 eqs. 12 and 16. Returns ``(x_{t_next}, x̂0)``.
 
         ``x̂0`` (prediction type, clipping) comes from the scheduler's ``step``, whose stride does not enter it;
         ``ε̂`` and the update follow ``DDIMScheduler.step`` operation by operation, so on a grid of stride
         ``T // N`` the result equals MONAI's ``step`` (same noise draw from ``generator`` when ``eta > 0``).
+
+        ``at = (t_eval, x_eval)``: ``out`` was evaluated there rather than at ``(t, x)`` (the fixed-point
+        refinement of inversion evaluates at the step's end). ``out`` is then converted to ``ε̂`` where it was
+        evaluated, and ``x̂0 = (x - sqrt(1 - a_t) ε̂) / sqrt(a_t)``: the exact inverse of the reconstruction
+        step for every prediction type.
         """
         sch = self.scheduler
-        pred_original = sch.step(out, t, x)[1]
         a = sch.alphas_cumprod[t]
         a_next = sch.alphas_cumprod[t_next] if t_next >= 0 else sch.final_alpha_cumprod
-        if sch.prediction_type == "v_prediction":
-            eps = (a**0.5) * out + ((1 - a) ** 0.5) * x
-        elif sch.prediction_type == "sample":
-            eps = (x - (a**0.5) * out) / ((1 - a) ** 0.5)
-        else:  # epsilon
-            eps = out
+        if at is None:
+            pred_original = sch.step(out, t, x)[1]
+            if clip is not None:  # as DDIMScheduler's clip_sample: x̂0 clamped, ε kept
+                pred_original = pred_original.clamp(-clip, clip)
+            eps = self._to_eps(out, t, x)
+        else:
+            eps = self._to_eps(out, *at)
+            pred_original = (x - ((1 - a) ** 0.5) * eps) / (a**0.5)
         variance = ((1 - a_next) / (1 - a)) * (1 - a / a_next) if eta > 0 else 0.0
         std = eta * variance**0.5
         x_next = a_next**0.5 * pred_original + (1 - a_next - std**2) ** 0.5 * eps
@@ -291,6 +328,16 @@ class PatronusInferer(DiffusionInferer):
             noise = torch.randn(out.shape, dtype=out.dtype, generator=generator, device=out.device)
             x_next = x_next + variance**0.5 * eta * noise
         return x_next, pred_original
+
+    def _to_eps(self, out, t: int, x):
+        """The noise ``ε̂`` that the network output ``out``, evaluated at ``(x, t)``, stands for."""
+        a = self.scheduler.alphas_cumprod[t]
+        kind = self.scheduler.prediction_type
+        if kind == "v_prediction":
+            return (a**0.5) * out + ((1 - a) ** 0.5) * x
+        if kind == "sample":
+            return (x - (a**0.5) * out) / ((1 - a) ** 0.5)
+        return out  # epsilon
 
     @staticmethod
     def _check_depth(depth: int, grid_size: int) -> int:
@@ -318,10 +365,21 @@ class PatronusInferer(DiffusionInferer):
         return torch.arange(T)
 
     def _predict(self, diffusion_model: nn.Module, x: torch.Tensor, t: int, s: torch.Tensor) -> torch.Tensor:
-        timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        """The network's output at ``(x, t)`` given ``s``, guided by ``guidance_scale`` (one batched call)."""
+        n = x.shape[0]
+        w = self.guidance_scale
         with self._autocast(x.device):
-            eps = diffusion_model(x, timesteps=timesteps, context=s)
-        return eps.float()
+            if w == 1.0:
+                timesteps = torch.full((n,), t, device=x.device, dtype=torch.long)
+                return diffusion_model(x, timesteps=timesteps, context=s).float()
+            timesteps = torch.full((2 * n,), t, device=x.device, dtype=torch.long)
+            unconditional = torch.arange(2 * n, device=x.device) >= n
+            s2 = s.expand(n, -1)
+            out = diffusion_model(
+                torch.cat([x, x]), timesteps=timesteps, context=torch.cat([s2, s2]), unconditional=unconditional
+            ).float()
+        cond, uncond = out[:n], out[n:]
+        return uncond + w * (cond - uncond)
 
     @torch.no_grad()
     def _activations(self, diffusion_model: nn.Module, x: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:

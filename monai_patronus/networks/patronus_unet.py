@@ -51,6 +51,14 @@ class PatronusUNet(DiffusionModelUNet):
         mid_attention: keep the self-attention MONAI always puts between the two middle res-blocks. The paper's
             U-Net has no attention anywhere, so the default replaces it by an identity.
         out_channels: defaults to ``in_channels``.
+        condition_norm: standardise ``s`` per prototype before the embedding MLP, with batch statistics in
+            training and their running averages in eval (``BatchNorm1d`` without affine). Raw ``s`` is small and
+            varies little between images early in training, so without it the image-dependent part of the
+            condition is an order of magnitude below the time embedding and the denoiser learns to ignore it.
+            Everything outside the network (editing, ranges, provenance) still works on raw ``s``.
+        condition_dropout: probability, per training sample, of replacing the condition by a learned null
+            condition (classifier-free guidance, Ho & Salimans 2022). Needed for ``guidance_scale != 1`` in
+            :class:`~monai_patronus.inferers.PatronusInferer`.
 
     The forward pass takes the condition as exactly one of
 
@@ -74,6 +82,8 @@ class PatronusUNet(DiffusionModelUNet):
         dropout: float = 0.1,
         mid_attention: bool = False,
         out_channels: int | None = None,
+        condition_norm: bool = False,
+        condition_dropout: float = 0.0,
     ) -> None:
         if not isinstance(encoder, PrototypeEncoder):
             raise TypeError(f"PatronusUNet: encoder must be a PrototypeEncoder, got {type(encoder).__name__}.")
@@ -91,6 +101,12 @@ class PatronusUNet(DiffusionModelUNet):
             )
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"PatronusUNet: dropout must be a float in [0, 1), got {dropout!r}.")
+        if isinstance(condition_dropout, bool) or not isinstance(condition_dropout, (int, float)) or not 0.0 <= condition_dropout < 1.0:
+            raise ValueError(
+                f"PatronusUNet: condition_dropout must be a float in [0, 1) (e.g. 0.1 for guidance), got {condition_dropout!r}."
+            )
+        if not isinstance(condition_norm, bool):
+            raise TypeError(f"PatronusUNet: condition_norm must be True or False, got {condition_norm!r}.")
         if isinstance(channels, int) or not isinstance(channels, Sequence) or len(channels) == 0:
             raise ValueError(f"PatronusUNet: channels must be a non-empty list of ints, got {channels!r}.")
         if attention_levels is None:
@@ -116,6 +132,10 @@ class PatronusUNet(DiffusionModelUNet):
         self.class_embedding = nn.Sequential(
             nn.Linear(encoder.num_prototypes, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
+        self.condition_dropout = float(condition_dropout)
+        self.condition_norm = nn.BatchNorm1d(encoder.num_prototypes, affine=False) if condition_norm else nn.Identity()
+        # the unconditional input of guidance (in the embedding's input space, i.e. after condition_norm)
+        self.null_condition = nn.Parameter(torch.zeros(encoder.num_prototypes)) if condition_dropout > 0 else None
         if dropout > 0:
             for module in self.modules():
                 if isinstance(module, DiffusionUNetResnetBlock):
@@ -136,6 +156,7 @@ class PatronusUNet(DiffusionModelUNet):
         context: torch.Tensor | None = None,
         image: torch.Tensor | None = None,
         activations: torch.Tensor | None = None,
+        unconditional: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the noise in ``x`` at ``timesteps`` given the condition.
 
@@ -145,10 +166,35 @@ class PatronusUNet(DiffusionModelUNet):
             context: a clean image batch or an activation vector (see class docstring).
             image: clean images to encode.
             activations: a ``(N, K)`` activation vector.
+            unconditional: optional ``(N,)`` bool mask of the samples to predict with the null condition
+                (guidance); needs ``condition_dropout > 0``. In training a random mask of rate
+                ``condition_dropout`` is drawn here.
         """
         s = self.condition_vector(x, context=context, image=image, activations=activations)
         # match the embedding's parameter dtype (a bf16 net given an fp32 vector would fail)
-        return super().forward(x, timesteps, class_labels=s.to(self.class_embedding[0].weight.dtype))
+        dtype = self.class_embedding[0].weight.dtype
+        if self.training and self.condition_dropout > 0 and unconditional is None:
+            unconditional = torch.rand(s.shape[0], device=s.device) < self.condition_dropout
+        return super().forward(x, timesteps, class_labels=self.embedding_input(s, unconditional).to(dtype))
+
+    def embedding_input(self, s: torch.Tensor, unconditional: torch.Tensor | None = None) -> torch.Tensor:
+        """What the class-embedding MLP receives for ``s``: ``condition_norm(s)``, with the rows marked in
+        ``unconditional`` replaced by the null condition."""
+        norm = self.condition_norm
+        if isinstance(norm, nn.BatchNorm1d) and norm.training and s.shape[0] == 1:
+            # a batch of one has no spread: normalise it with the running statistics instead
+            h = F.batch_norm(s.float(), norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+        else:
+            h = norm(s.float())
+        if unconditional is not None:
+            if self.null_condition is None:
+                raise ValueError(
+                    "PatronusUNet: unconditional predictions (guidance_scale != 1) need a model trained with "
+                    "condition_dropout > 0 (e.g. 0.1); this one has none."
+                )
+            mask = unconditional.to(device=h.device, dtype=torch.bool).reshape(-1, 1)
+            h = torch.where(mask, self.null_condition.to(h.dtype).expand_as(h), h)
+        return h
 
     def condition_vector(
         self,

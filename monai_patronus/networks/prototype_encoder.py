@@ -15,7 +15,7 @@ from torch import nn
 
 from monai_patronus.networks.receptive_field import ReceptiveField, per_layer_per_axis
 
-__all__ = ["PrototypeEncoder", "PrototypeActivations", "ENCODER_PRESETS"]
+__all__ = ["PrototypeEncoder", "PrototypeActivations", "ENCODER_PRESETS", "init_prototypes_from_data"]
 
 # The paper's encoder settings; ``channels`` excludes the input channel count.
 ENCODER_PRESETS: dict[str, dict] = {
@@ -171,9 +171,97 @@ class PrototypeEncoder(nn.Module):
             d = (zf * zf).sum(dim=1, keepdim=True) - 2.0 * cross + (p * p).sum(dim=1)[None, :, None]
             return d.clamp_min(0.0).view(z.shape[0], p.shape[0], *z.shape[2:])
 
+    @torch.no_grad()
+    def init_prototypes_from_features(self, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Set the prototypes to feature cells of ``images`` (ProtoPNet-style), chosen by k-means++ seeding.
+
+        With the paper's init (uniform in [0, 1)) every prototype starts far from every feature cell, so ``s``
+        is tiny and nearly constant across images and the denoiser learns to ignore it (see
+        the README's "Training recipe"). Starting each prototype *on* a real cell makes ``s_k`` high (``log(1/eps)``) on
+        the image the cell came from and on images with a similar patch, lower elsewhere, from step 0.
+        Cells are drawn with probability proportional to their squared distance to the cells already chosen
+        (Arthur & Vassilvitskii 2007), so the prototypes cover distinct patterns rather than repeating the
+        commonest one (e.g. background).
+
+        Args:
+            images: ``(N, in_channels, *spatial)`` training images in [-1, 1].
+            seed: seed of the draw.
+
+        Returns:
+            ``(K, 1 + spatial_dims)`` long tensor: for each prototype, the index of its source image in
+            ``images``, then the feature-grid location of its cell (its provenance at init).
+        """
+        if not isinstance(images, torch.Tensor) or images.ndim != self.spatial_dims + 2 or images.shape[1] != self.in_channels:
+            raise ValueError(
+                f"init_prototypes_from_features: images must be a tensor (N, {self.in_channels}, *spatial), "
+                f"got {tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}."
+            )
+        device = self.prototypes.device
+        z = torch.cat([self.features(chunk.to(device=device, dtype=self.prototypes.dtype)) for chunk in images.split(32)])
+        grid = z.shape[2:]
+        cells = z.flatten(2).transpose(1, 2).reshape(-1, z.shape[1]).float()  # (N * L, C)
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        chosen = [int(torch.randint(cells.shape[0], (1,), generator=gen))]
+        d2 = ((cells - cells[chosen[0]]) ** 2).sum(1)
+        for _ in range(1, self.num_prototypes):
+            weights = d2.clamp_min(0).cpu().double()
+            if not weights.sum() > 0:  # fewer distinct cells than prototypes: repeat at random
+                idx = int(torch.randint(cells.shape[0], (1,), generator=gen))
+            else:
+                idx = int(torch.multinomial(weights, 1, generator=gen))
+            chosen.append(idx)
+            d2 = torch.minimum(d2, ((cells - cells[idx]) ** 2).sum(1))
+        self.prototypes.copy_(cells[chosen].to(self.prototypes.dtype))
+        index = torch.tensor(chosen)
+        num_cells = int(torch.tensor(grid).prod())
+        where = torch.stack(torch.unravel_index(index % num_cells, tuple(grid)), dim=-1)
+        return torch.cat([(index // num_cells)[:, None], where], dim=1)
+
     def boxes(self, locations: torch.Tensor, input_shape: Sequence[int]) -> torch.Tensor:
         """Input-space ``[start, stop)`` boxes ``(..., spatial_dims, 2)`` of feature cells (e.g. ``locations``)."""
         return self.receptive_field.boxes(locations, input_shape)
+
+
+def init_prototypes_from_data(network: nn.Module, data, num_images: int = 256, seed: int = 0) -> nn.Module:
+    """Initialise the prototypes of ``network`` (a :class:`PatronusUNet` or a :class:`PrototypeEncoder`) from
+    feature cells of up to ``num_images`` images of ``data`` (see :meth:`PrototypeEncoder.init_prototypes_from_features`).
+
+    For bundle configs: ``"$monai_patronus.networks.init_prototypes_from_data(@network, @train#dataset)"`` in
+    ``initialize``, before the trainer runs (a resumed run then loads its checkpoint's prototypes over these).
+
+    Args:
+        network: the model or its encoder.
+        data: a dataset or loader of ``{"image": ...}`` items or batches, or an image tensor ``(N, C, *spatial)``.
+        num_images: images read at most (spread evenly over a dataset).
+        seed: seed of the k-means++ draw.
+
+    Returns:
+        ``network``, with its prototypes set.
+    """
+    from monai_patronus.data import iter_batches, pick_images
+
+    encoder = getattr(getattr(network, "module", network), "prototype_encoder", network)  # DDP-wrapped too
+    if not isinstance(encoder, PrototypeEncoder):
+        raise TypeError(
+            f"init_prototypes_from_data: network must be a PatronusUNet or a PrototypeEncoder, got {type(network).__name__}."
+        )
+    _check_positive_int("num_images", num_images)
+    if isinstance(data, torch.Tensor):
+        images = data[:num_images]
+    elif hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, torch.utils.data.DataLoader):
+        images = pick_images(data, min(num_images, len(data)))
+    else:  # a loader: its first images
+        parts, count = [], 0
+        for _, batch, _ in iter_batches(data, "init_prototypes_from_data"):
+            parts.append(batch)
+            count += batch.shape[0]
+            if count >= num_images:
+                break
+        if not parts:
+            raise ValueError("init_prototypes_from_data: data yielded no images; give the training dataset or loader.")
+        images = torch.cat(parts)[:num_images]
+    encoder.init_prototypes_from_features(images, seed=seed)
+    return network
 
 
 def _check_positive_int(name: str, value: object, shown: object | None = None) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .config import bundle_config_record, find_bundle_parser, literal_config
 from .fingerprint import dataset_fingerprint
-from .handler import PatronusTrackingHandler, check_tracking_uri, default_tracking_uri, git_commit
+from .handler import PatronusTrackingHandler, check_tracking_uri, default_tracking_uri, git_commit, register_weights
 from .privacy import KEY_ENV, Pseudonymizer, pseudonymizer_for, redact_config, redact_uri
 from .provenance import PROVENANCE_ARTIFACT, ModelProvenance, model_provenance, prototype_provenance
 from .pyfunc import PatronusModel, log_patronus_model
@@ -23,6 +23,7 @@ from .registry import (
 from .review import VERDICTS, bundle_training_data, load_review, promote_to_champion, save_review
 
 __all__ = [
+    "register_weights",
     "CANDIDATE",
     "CHAMPION",
     "KEY_ENV",

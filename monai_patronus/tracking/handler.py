@@ -38,7 +38,7 @@ from monai_patronus.tracking.privacy import Pseudonymizer, pseudonymizer_for, re
 from monai_patronus.tracking.provenance import PROVENANCE_ARTIFACT, prototype_provenance
 from monai_patronus.tracking.registry import CANDIDATE, register_candidate, tracking_uri_scope
 
-__all__ = ["PatronusTrackingHandler", "check_tracking_uri", "default_tracking_uri", "git_commit"]
+__all__ = ["PatronusTrackingHandler", "check_tracking_uri", "default_tracking_uri", "git_commit", "register_weights"]
 
 logger = logging.getLogger("monai_patronus.tracking")
 
@@ -514,3 +514,27 @@ class PatronusTrackingHandler(MLFlowHandler):
             logger.info(line)
         print("\n".join(lines), flush=True)
 
+
+
+def register_weights(handler: PatronusTrackingHandler, source: str = "a weights file"):
+    """Record and register ``handler.network`` as it is, without training (e.g. a bundle's shipped pretrained
+    model, loaded from its weights file): the record a training run ends with (config, data fingerprint,
+    prototype provenance, ``pyfunc`` model, a registered version with the ``candidate`` alias), in a run
+    tagged ``patronus.trained_here = false`` and ``patronus.weights_source = source``, so the review notebook
+    and the registry work with it as with a trained model.
+
+    Returns:
+        the registered model version (``None`` when ``handler`` has no ``registered_model_name``, or is
+        inactive on a non-main process).
+    """
+    if not isinstance(handler, PatronusTrackingHandler):
+        raise TypeError(f"register_weights: handler must be a PatronusTrackingHandler, got {type(handler).__name__}.")
+    if not handler.active:
+        return None
+    engine = Engine(lambda engine, batch: None)  # never run: it only carries the (empty) state start() reads
+    handler.start(engine)
+    run_id = handler.cur_run.info.run_id
+    handler.client.set_tag(run_id, "patronus.trained_here", "false")
+    handler.client.set_tag(run_id, "patronus.weights_source", str(source))
+    handler.complete()
+    return handler.model_version

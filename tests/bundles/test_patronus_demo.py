@@ -50,7 +50,8 @@ def test_resume_continues_from_last_checkpoint(tmp_path, dataset_dir):
 def test_inference_after_training(tmp_path, dataset_dir):
     common = dict(output_dir=str(tmp_path), dataset_dir=dataset_dir)
     run_bundle("patronus_demo", ["train.json"], max_epochs=1, epoch_length=1, grid_interval=100, **common)
-    run_bundle("patronus_demo", ["train.json", "inference.json"], num_inference_steps=3, grid_images=2, **common)
+    run_bundle("patronus_demo", ["train.json", "inference.json"], num_inference_steps=3, grid_images=2,
+               weights="$@ckpt_dir", **common)
     assert (tmp_path / "inference" / "inference_grid.png").is_file()
     (record,) = [json.loads(line) for line in (tmp_path / "inference" / "conditioning.jsonl").read_text().splitlines()]
     assert record["semantic_reconstruction"]["num_images"] == 2 and "edit efficacy" in record["summary"]
@@ -180,3 +181,28 @@ def test_nan_loss_stops_the_bundle_and_keeps_its_checkpoints(tmp_path, dataset_d
     assert isinstance(info.value.__cause__, FloatingPointError)
     assert "non-finite training loss (loss=nan) at epoch 3, iteration 3" in str(info.value.__cause__)
     assert _digests(tmp_path / "checkpoints") == good
+
+
+def test_the_shipped_model_is_loaded_by_default_and_follows_s(tmp_path, dataset_dir):
+    """``models/model.pt`` (<= 10 MB, a weights_only state dict) is what inference.json loads without
+    ``--weights``; its generation follows s on the grid slices (chance: gap 0)."""
+    shipped = BUNDLES / "patronus_demo" / "models" / "model.pt"
+    assert shipped.stat().st_size <= 10 * 2**20
+    state = torch.load(shipped, map_location="cpu", weights_only=True)
+    card = json.loads((BUNDLES / "patronus_demo" / "models" / "model_card.json").read_text())
+    assert set(state) == {"network"} and card["size_bytes"] == shipped.stat().st_size
+    run_bundle("patronus_demo", ["train.json", "inference.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir,
+               num_inference_steps=10, grid_images=6)
+    (record,) = [json.loads(line) for line in (tmp_path / "inference" / "conditioning.jsonl").read_text().splitlines()]
+    sem = record["semantic_reconstruction"]
+    print("shipped model on 6 grid slices, 10 steps:", record["summary"])
+    assert sem["psnr"]["gap"] > 3.0 and sem["ssim"]["gap"] > 0.15 and sem["win_rate"] > 0.8
+
+
+def test_compare_config_puts_the_run_beside_the_shipped_model(tmp_path, dataset_dir):
+    common = dict(output_dir=str(tmp_path), dataset_dir=dataset_dir)
+    run_bundle("patronus_demo", ["train.json"], max_epochs=1, epoch_length=1, grid_interval=100, **common)
+    run_bundle("patronus_demo", ["train.json", "compare.json"], compare_images=3, num_inference_steps=3, **common)
+    out = json.loads((tmp_path / "comparison.json").read_text())
+    assert list(out["results"]) == ["this run (output/checkpoints)", "shipped model (models/model.pt)"]
+    assert out["num_images"] == 3 and out["reference_weights"] == "model.pt"

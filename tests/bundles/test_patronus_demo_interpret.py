@@ -41,7 +41,7 @@ def _png(path):
 def test_explain_emergence_and_edit_configs(trained_bundle, dims):
     root, data = trained_bundle
     extra = ["train_3d.json"] if dims == "3d" else []
-    common = dict(output_dir=str(root / dims), dataset_dir=data, **FAST)
+    common = dict(output_dir=str(root / dims), dataset_dir=data, weights="$@ckpt_dir", **FAST)
     run_bundle("patronus_demo", ["train.json", *extra, "explain.json"], interpret_num_images=3, explain_prototypes=[0, 2],
                provenance_top_k=3, **common)
     out = root / dims / "interpret"
@@ -68,7 +68,7 @@ def test_explain_emergence_and_edit_configs(trained_bundle, dims):
 
 def test_prior_then_unconditional_samples(trained_bundle):
     root, data = trained_bundle
-    common = dict(output_dir=str(root / "2d"), dataset_dir=data, **FAST)
+    common = dict(output_dir=str(root / "2d"), dataset_dir=data, weights="$@ckpt_dir", **FAST)
     run_bundle("patronus_demo", ["train.json", "train_prior.json"], prior_epochs=2, **common)
     assert (root / "2d" / "prior" / "activation_prior.pt").is_file()
     run_bundle("patronus_demo", ["train.json", "sample.json"], num_samples=3, **common)

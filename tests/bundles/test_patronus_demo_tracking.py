@@ -230,3 +230,23 @@ def test_a_store_that_never_comes_back_keeps_a_local_copy_and_the_weights(tmp_pa
     kept = [json.loads(line) for line in offline.read_text().splitlines()]
     assert sorted({m["step"] for m in kept if m["key"] == "loss"}) == [2, 3]  # step 1 reached the store
     assert latest_checkpoint(tmp_path / "out" / "checkpoints").endswith("checkpoint_epoch=3.pt")  # trained to the end
+
+
+def test_register_pretrained_records_weights_without_training(tmp_path):
+    """``register_pretrained.json`` (what ``make review`` runs for the shipped model): the given weights are
+    logged and registered unchanged, with provenance, in a run that says it did not train them."""
+    from monai_patronus.tracking import load_patronus
+
+    out, data = tmp_path / "out", str(tmp_path / "data")
+    run_bundle("patronus_demo", ["train.json"], output_dir=str(out), dataset_dir=data, **SHORT)
+    weights = latest_checkpoint(out / "checkpoints")
+    run_bundle("patronus_demo", ["train.json", "register_pretrained.json"], output_dir=str(out), dataset_dir=data,
+               weights=weights, tracking_enabled=True, provenance_top_k=1, num_inference_steps=2)
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    model, version = load_patronus("patronus-demo-pretrained", CANDIDATE, uri)
+    expected = torch.load(weights, map_location="cpu", weights_only=True)["network"]
+    loaded = model.network.state_dict()
+    assert all(torch.equal(loaded[k].cpu(), v) for k, v in expected.items())  # the weights as given
+    tags = _client(uri).get_run(version.run_id).data.tags
+    assert tags["patronus.trained_here"] == "false" and tags["patronus.weights_source"] == "a weights file"
+    assert model_provenance("patronus-demo-pretrained", CANDIDATE, uri).prototype(0)  # the review notebook needs it

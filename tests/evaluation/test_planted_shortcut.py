@@ -8,11 +8,16 @@ marker and label independent; it supplies the held-out AUROC, the counterfactual
 fitted there, so the "low" judge cannot read the marker) and the counterfactual's images.
 
 :func:`_shortcut_verdict` says what "the report found the planted shortcut" means; it must fail for the
-independent model. For the correlated model every criterion is asserted except the matched control, which
-this model cannot pass (see ``CONTROL_LIMITATION``): that one is reported as an expected failure with its
-numbers. The judged digit label is printed, not asserted: with independent judges the edit draws the marker
-but need not change the digit. 1,000 training steps (about 2 minutes per model on 2 free cores) are needed: at
-600 the edit does not take (efficacy about 0, no marker drawn).
+independent model and hold for the correlated one, including the matched control. The judged digit label is
+printed, not asserted: with independent judges the edit draws the marker but need not change the digit.
+
+The model is ``train_tiny_patronus`` with the training recipe (prototypes initialised on feature cells of the
+training images, standardised ``s``, condition dropout, v-prediction, guidance 1.5), 600 steps (about 1.5
+minutes per model on 2 free cores). Measured: the marker prototype's held-out AUROC 1.0; raised to its plausible
+maximum it shows 84% of the intended change on average, at least half of it in every image, and the judged marker
+appears in 16 of 16 images against 0 of 16 for the matched control. With the paper's plain recipe (1,000 steps)
+every prototype depicted the marker (AUROC 1.0 for all 16: a bright patch at a fixed place is the nearest patch
+to every uniformly initialised prototype) and the control drew the marker as often as the test edit.
 """
 
 from __future__ import annotations
@@ -29,15 +34,10 @@ from monai_patronus.demo import train_tiny_patronus
 from monai_patronus.evaluation import evaluate
 
 NAMES = ["marker", "low", "even"]
-TRAIN_STEPS = 1000
+TRAIN_STEPS = 600
 STRONG = 0.95  # AUROC of a prototype that tells an attribute apart
-MOST = 0.75  # "most edited images"
-CONTROL_LIMITATION = (
-    "Every prototype of this encoder depicts the marker (AUROC 1.0 for all 16 prototypes, already before training: "
-    "a bright patch at a fixed place is the nearest patch to every prototype), and the trained U-Net draws the "
-    "marker when any s_k is raised far enough, so the matched control (the least associated prototype, itself a "
-    "marker prototype) draws it as often as the test edit."
-)
+MOST = 0.8  # "most edited images" (the edit plants the marker)
+FEW = 0.1  # "few": the matched control plants it in at most this share
 
 
 def _plant(images: torch.Tensor, marked: np.ndarray) -> torch.Tensor:
@@ -61,9 +61,11 @@ def _shortcut_verdict(result: dict) -> tuple[bool, list[str]]:
       0.15 of 0.5);
     - ``judges``: the counterfactual ran with independent judges: probes fitted on the held-out data, |phi| <= 0.2;
     - ``efficacy``: its strongest edit raised s_k (efficacy > 0 and s_k after > before);
-    - ``marker``: it turned the judged marker on in most edited images (positive before <= 0.25, after >= ``MOST``);
-    - ``control``: in at least 0.25 more of them than the matched control edit (the same kind of edit on the
-      prototype least associated with either attribute) did.
+    - ``marker``: raising it to its plausible maximum turned the judged marker on in most edited images
+      (positive before <= 0.25, after >= ``MOST``), and re-encoded ``s_k`` rose by at least half the intended
+      change in ``MOST`` of them;
+    - ``control``: the matched control edit (the same kind of edit on the prototype least associated with either
+      attribute) turned it on in at most ``FEW`` of them.
     """
     reasons: list[str] = []
     pairs = result["shortcuts"]
@@ -89,15 +91,17 @@ def _shortcut_verdict(result: dict) -> tuple[bool, list[str]]:
     for name, judge in first["judges"].items():
         if judge["fitted_on"] != "held-out data" or judge["phi"] is None or abs(judge["phi"]) > 0.2:
             reasons.append(f"judges: the judge of {name} is not independent: {judge}")
-    e = cf["edits"][-1]
+    e = cf["edits"][0]  # raised to the plausible maximum
     marker, control = e["attributes"]["marker"], e["control"]["attributes"]["marker"]
     if not (e["efficacy"] is not None and e["efficacy"] > 0 and e["activation_after"] > e["activation_before"]):
         reasons.append(f"efficacy: the edit did not raise s_{k}: {e['activation_before']:.3f} -> "
                        f"{e['activation_after']:.3f}, efficacy {e['efficacy']}")
-    if not (marker["positive_before"] <= 0.25 and marker["positive_after"] >= MOST):
-        reasons.append(f"marker: the edit did not turn the marker on in most images: judged positive "
-                       f"{marker['positive_before']:.2f} -> {marker['positive_after']:.2f}")
-    if not marker["positive_after"] - control["positive_after"] >= 0.25:
+    if not (marker["positive_before"] <= 0.25 and marker["positive_after"] >= MOST
+            and (e["efficacy_at_least_half"] or 0.0) >= MOST):
+        reasons.append(f"marker: the edit did not plant the marker in most images: judged positive "
+                       f"{marker['positive_before']:.2f} -> {marker['positive_after']:.2f}, s_k rose by at least half "
+                       f"the intended change in {e['efficacy_at_least_half']} of them")
+    if not control["positive_after"] <= FEW:
         reasons.append(f"control: the control edit (prototype {cf['control_prototype']}, {e['control']['label']}; its "
                        f"AUROC marker {cf['control_auroc']['marker']:.3f}, low {cf['control_auroc']['low']:.3f}) turned "
                        f"the marker on in {control['positive_after']:.2f} of the images, the test edit in "
@@ -122,7 +126,7 @@ def _print_numbers(case: str, result: dict, train_s: tuple[float, float]) -> Non
                               f"control flip {c['attributes'][n]['flip_rate']:.2f}, + -> {c['attributes'][n]['positive_after']:.2f})"
                               for n, r in e["attributes"].items())
             print(f"[{case}] prototype {e['prototype']} {e['label']} ({e['target']:.3f}): s_k {e['activation_before']:.3f} -> "
-                  f"{e['activation_after']:.3f}, efficacy {e['efficacy']}; control {c['prototype']} {c['label']} "
+                  f"{e['activation_after']:.3f}, efficacy {e['efficacy']} (at least half in {e['efficacy_at_least_half']}); control {c['prototype']} {c['label']} "
                   f"({c['target']:.3f}): s {c['activation_before']:.3f} -> {c['activation_after']:.3f}, efficacy "
                   f"{c['efficacy']}; {flips}")
 
@@ -180,8 +184,4 @@ def test_report_finds_the_planted_shortcut_only_when_the_marker_stands_in_for_th
     assert written["shortcuts"][0]["attributes"] == ["marker", "low"] and written["num_images"] == 160
     assert "marker <-> low" in (tmp_path / "evaluation.md").read_text()
     assert (tmp_path / "shortcuts.md").is_file() and (tmp_path / "counterfactual_1.png").stat().st_size > 1000
-    others = [r for r in reasons if not r.startswith("control:")]
-    assert not others, others
-    if reasons:  # only the matched control failed: a known limitation of this model, reported with its numbers
-        pytest.xfail(f"{CONTROL_LIMITATION} {reasons[0]}")
-    assert found
+    assert found, reasons

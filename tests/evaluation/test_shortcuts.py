@@ -272,11 +272,15 @@ def test_an_empty_edit_has_zero_efficacy_and_images_already_at_the_target_are_le
     scores, _ = counterfactual_test(net, _FakeInferer(0.0), images, [(0, 4.0)], always)
     e = scores["edits"][0]
     assert e["efficacy"] == 0.0 and e["efficacy_images"] == 3 and e["activation_after"] == e["activation_before"]
+    assert e["efficacy_at_least_half"] == 0.0
     scores, _ = counterfactual_test(net, _FakeInferer(0.25), images, [(0, 1.0)], always)
     e = scores["edits"][0]  # the third image is already at s_0 = 1: no change asked, so it is left out
-    assert e["efficacy_images"] == 2 and e["efficacy"] == pytest.approx(0.25)
+    assert e["efficacy_images"] == 2 and e["efficacy"] == pytest.approx(0.25) and e["efficacy_at_least_half"] == 0.0
     scores, _ = counterfactual_test(net, _FakeInferer(1.0), images[2:], [(0, 1.0)], always)
     assert scores["edits"][0]["efficacy"] is None and scores["edits"][0]["efficacy_images"] == 0
+    assert scores["edits"][0]["efficacy_at_least_half"] is None
+    scores, _ = counterfactual_test(net, _FakeInferer(0.5), images, [(0, 4.0)], always)
+    assert scores["edits"][0]["efficacy_at_least_half"] == 1.0  # every image shows half the intended change
 
 
 def test_judges_fitted_where_the_attributes_are_independent_are_different_functions():

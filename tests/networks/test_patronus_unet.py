@@ -132,3 +132,159 @@ def test_invalid_conditions():
         net(x, t, activations=torch.ones(2, 6, dtype=torch.long))
     with pytest.raises(TypeError, match="activations must be a torch.Tensor"):
         net(x, t, activations=[[0.0] * 6] * 2)
+
+
+# ---------------------------------------------------------------- condition_norm and condition_dropout
+from tests._helpers import tiny_encoder  # noqa: E402
+
+
+def _cond_net(condition_norm: bool = False, condition_dropout: float = 0.0) -> PatronusUNet:
+    """The tiny 2-D net (K = 6) with the output convs randomised and, with dropout, a non-zero null condition."""
+    net = PatronusUNet(2, 1, tiny_encoder(2, 6), channels=(8, 16), num_res_blocks=1, norm_num_groups=4, dropout=0.0,
+                       condition_norm=condition_norm, condition_dropout=condition_dropout)
+    _perturb_output_conv(net)
+    if net.null_condition is not None:
+        with torch.no_grad():
+            net.null_condition.normal_()
+    return net
+
+
+def _embedding_inputs(net, *args, **kwargs) -> torch.Tensor:
+    """What the class-embedding MLP receives in one forward pass."""
+    seen = []
+    handle = net.class_embedding.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    try:
+        net(*args, **kwargs)
+    finally:
+        handle.remove()
+    (inputs,) = seen
+    return inputs
+
+
+def test_condition_norm_uses_batch_stats_in_training_and_running_stats_in_eval():
+    net = _cond_net(condition_norm=True)
+    assert isinstance(net.condition_norm, torch.nn.BatchNorm1d) and not net.condition_norm.affine
+    bn = net.condition_norm
+    x, t = torch.randn(8, 1, 16, 16), torch.randint(0, 1000, (8,))
+    net.train()
+    for _ in range(3):  # accumulate running statistics through the forward pass
+        s = torch.rand(8, 6) * 3 + 5
+        h = _embedding_inputs(net, x, t, activations=s)
+        # batch statistics: every prototype column standardised over the batch
+        torch.testing.assert_close(h, net.embedding_input(s), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(h.mean(0), torch.zeros(6), atol=1e-5, rtol=0)
+        torch.testing.assert_close(h.var(0, unbiased=False), torch.ones(6), atol=1e-3, rtol=0)
+        torch.testing.assert_close(h, (s - s.mean(0)) / (s.var(0, unbiased=False) + bn.eps).sqrt(), atol=1e-5, rtol=1e-5)
+    assert int(bn.num_batches_tracked) == 6  # 3 forwards + 3 embedding_input calls
+    assert (bn.running_mean > 1.0).all() and not torch.allclose(bn.running_var, torch.ones(6))
+    net.eval()
+    s = torch.rand(3, 6) * 3 + 5
+    expected = (s - bn.running_mean) / (bn.running_var + bn.eps).sqrt()
+    torch.testing.assert_close(net.embedding_input(s), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_embedding_inputs(net, x[:3], t[:3], activations=s), expected, atol=1e-5, rtol=1e-5)
+    # eval: one sample is fine and independent of the rest of the batch
+    torch.testing.assert_close(net.embedding_input(s[1:2]), expected[1:2], atol=1e-6, rtol=1e-6)
+    # without condition_norm the embedding sees raw s
+    plain = _cond_net()
+    assert isinstance(plain.condition_norm, torch.nn.Identity) and plain.null_condition is None
+    assert torch.equal(plain.embedding_input(s), s)
+
+
+def test_condition_norm_state_dict_holds_running_stats():
+    keys = set(_cond_net().state_dict())
+    normed = set(_cond_net(condition_norm=True).state_dict())
+    assert normed - keys == {"condition_norm.running_mean", "condition_norm.running_var", "condition_norm.num_batches_tracked"}
+    assert set(_cond_net(condition_dropout=0.1).state_dict()) - keys == {"null_condition"}
+    # and it round-trips, running stats included
+    src, dst = _cond_net(condition_norm=True), _cond_net(condition_norm=True)
+    src.train()
+    src.embedding_input(torch.rand(4, 6) * 2)
+    dst.load_state_dict(src.state_dict())
+    torch.testing.assert_close(dst.condition_norm.running_var, src.condition_norm.running_var)
+    s = torch.rand(2, 6)
+    torch.testing.assert_close(dst.eval().embedding_input(s), src.eval().embedding_input(s))
+
+
+@pytest.mark.parametrize("condition_norm", [False, True])
+def test_unconditional_rows_use_the_null_condition(condition_norm):
+    net = _cond_net(condition_norm=condition_norm, condition_dropout=0.2)
+    if condition_norm:  # give the running stats non-trivial values
+        net.train()
+        net.embedding_input(torch.rand(8, 6) * 3)
+    net.eval()
+    x, t = torch.randn(1, 1, 16, 16).expand(4, -1, -1, -1), torch.full((4,), 300)
+    s = torch.rand(4, 6) * 3  # four different conditions, one noisy image
+    mask = torch.tensor([True, True, False, False])
+    with torch.no_grad():
+        out = net(x, t, activations=s, unconditional=mask)
+        # the masked rows ignore s: they agree with each other ...
+        torch.testing.assert_close(out[0], out[1], atol=1e-6, rtol=1e-6)
+        # ... and with MONAI's U-Net fed the null condition (brute force)
+        null = DiffusionModelUNet.forward(net, x[:1], t[:1], class_labels=net.null_condition[None])
+        torch.testing.assert_close(out[:1], null, atol=1e-5, rtol=1e-5)
+        # the unmasked rows are the plain conditional prediction, which depends on s
+        torch.testing.assert_close(out[2:], net(x[2:], t[2:], activations=s[2:]), atol=1e-5, rtol=1e-5)
+        assert (out[2] - out[3]).abs().max() > 1e-4
+        assert (out[0] - out[2]).abs().max() > 1e-4
+        # the embedding input: null rows, then condition_norm(s)
+        h = net.embedding_input(s, mask)
+        assert torch.equal(h[:2], net.null_condition.detach().expand(2, -1))
+        torch.testing.assert_close(h[2:], net.embedding_input(s[2:]))
+        # an image condition is ignored the same way
+        by_image = net(x, t, image=torch.randn(4, 1, 16, 16), unconditional=torch.ones(4, dtype=torch.bool))
+        torch.testing.assert_close(by_image, null.expand(4, -1, -1, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_unconditional_needs_condition_dropout():
+    net = _cond_net().eval()
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match="condition_dropout > 0"):
+        net(x, t, activations=torch.rand(2, 6), unconditional=torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="condition_dropout"):
+        net.embedding_input(torch.rand(2, 6), torch.zeros(2, dtype=torch.bool))
+    net(x, t, activations=torch.rand(2, 6), unconditional=None)  # None is always fine
+
+
+def test_condition_dropout_nulls_random_rows_in_training_only():
+    net = _cond_net(condition_dropout=0.5)
+    x, t, s = torch.randn(8, 1, 16, 16), torch.randint(0, 1000, (8,)), torch.rand(8, 6) + 1.0
+    null, cond = net.null_condition.detach(), net.embedding_input(s).detach()
+    net.train()
+    torch.manual_seed(1)
+    h = _embedding_inputs(net, x, t, activations=s)
+    nulled = (h == null).all(1)
+    kept = (h == cond).all(1)
+    assert bool((nulled ^ kept).all())  # every row is either the null condition or its own condition
+    assert 0 < int(nulled.sum()) < 8, nulled
+    torch.manual_seed(1)  # the mask is drawn from the global RNG: reproducible under a seed
+    assert torch.equal(_embedding_inputs(net, x, t, activations=s), h)
+    torch.manual_seed(1)
+    expected_mask = torch.rand(8) < 0.5
+    assert torch.equal(nulled, expected_mask)
+    # an explicit mask overrides the random one in training too
+    assert torch.equal(_embedding_inputs(net, x, t, activations=s, unconditional=torch.zeros(8, dtype=torch.bool)), cond)
+    # eval: never nulled
+    net.eval()
+    for _ in range(3):
+        assert torch.equal(_embedding_inputs(net, x, t, activations=s), cond)
+    # and the null condition is learned: it gets a gradient from the nulled rows
+    net.train()
+    torch.manual_seed(1)
+    net(x, t, activations=s).square().mean().backward()
+    assert net.null_condition.grad is not None and net.null_condition.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        (dict(condition_dropout=1.0), ValueError, "condition_dropout must be a float in \\[0, 1\\).*got 1.0"),
+        (dict(condition_dropout=-0.1), ValueError, "condition_dropout must be a float in \\[0, 1\\).*got -0.1"),
+        (dict(condition_dropout=True), ValueError, "condition_dropout.*got True"),
+        (dict(condition_dropout="0.1"), ValueError, "condition_dropout"),
+        (dict(condition_norm=1), TypeError, "condition_norm must be True or False, got 1"),
+        (dict(condition_norm="yes"), TypeError, "condition_norm"),
+    ],
+)
+def test_invalid_condition_arguments(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        PatronusUNet(2, 1, tiny_encoder(2, 6), channels=(8, 16), num_res_blocks=1, norm_num_groups=4, **kwargs)

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import copy
+import math
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -137,3 +141,139 @@ def test_invalid_inputs():
         enc(torch.randn(2, 2, 12))
     with pytest.raises(ValueError, match="too small"):
         enc(torch.randn(1, 2, 3, 3))
+
+
+# ---------------------------------------------------------------- prototype init from feature cells
+from monai_patronus.networks.prototype_encoder import init_prototypes_from_data  # noqa: E402
+
+
+def _cells(enc: PrototypeEncoder, x: torch.Tensor) -> torch.Tensor:
+    """Every feature cell of ``x``, ``(N, L, C)``, in the encoder's grid order."""
+    with torch.no_grad():
+        return enc.features(x).flatten(2).transpose(1, 2)
+
+
+@pytest.mark.parametrize("spatial_dims, shape", CASES)
+def test_init_from_features_puts_prototypes_on_the_returned_cells(spatial_dims, shape):
+    enc = _encoder(spatial_dims, k=7)
+    x = torch.randn(3, 2, *shape)
+    where = enc.init_prototypes_from_features(x, seed=0)
+    assert where.dtype == torch.long and where.shape == (7, 1 + spatial_dims)  # image index, then grid location
+    with torch.no_grad():
+        z = enc.features(x)
+        out = enc(x, return_maps=True)
+    grid = z.shape[2:]
+    assert (where[:, 0] >= 0).all() and (where[:, 0] < 3).all()
+    assert all((where[:, 1 + d] >= 0).all() and (where[:, 1 + d] < grid[d]).all() for d in range(spatial_dims))
+    cells = _cells(enc, x).reshape(-1, z.shape[1])  # (N * L, C)
+    for k, (n, *loc) in enumerate(where.tolist()):
+        p = enc.prototypes[k].detach()
+        # brute force: the prototype is a feature cell of the images, and the returned one is such a cell
+        assert ((cells - p) ** 2).sum(1).min() < 1e-10
+        torch.testing.assert_close(p, z[(n, slice(None), *loc)], atol=0, rtol=0)
+        # the source image matches it exactly: d = 0, s = log((0 + 1) / (0 + eps))
+        # (up to the float32 cancellation of ||z||^2 - 2 z.p + ||p||^2, ~1e-6 here, which eps = 1e-4 amplifies)
+        assert float(out.min_distances[n, k]) == pytest.approx(0.0, abs=1e-5)
+        assert float(out.activations[n, k]) == pytest.approx(math.log(1 / enc.epsilon), rel=2e-3)
+        assert float(out.activations[n, k]) == pytest.approx(float(out.activations[:, k].max()), rel=2e-3)
+
+
+def test_init_from_features_picks_distinct_cells_and_is_seeded():
+    enc = _encoder(2, k=12)
+    x = torch.randn(4, 2, 12, 10)  # 4 x (4 x 3) = 48 cells, nearly all distinct
+    assert torch.unique(_cells(enc, x).reshape(-1, 8), dim=0).shape[0] >= 12
+    where = enc.init_prototypes_from_features(x, seed=3)
+    p = enc.prototypes.detach().clone()
+    assert torch.unique(where, dim=0).shape[0] == 12
+    off_diagonal = torch.cdist(p.double(), p.double()) + torch.eye(12, dtype=torch.float64)
+    assert off_diagonal.min() > 1e-6  # no two prototypes coincide
+    # same seed: same cells; another seed: other cells
+    torch.testing.assert_close(enc.init_prototypes_from_features(x, seed=3), where, atol=0, rtol=0)
+    torch.testing.assert_close(enc.prototypes.detach(), p, atol=0, rtol=0)
+    other = enc.init_prototypes_from_features(x, seed=4)
+    assert not torch.equal(other, where) and not torch.equal(enc.prototypes.detach(), p)
+    # the draw does not touch the global RNG
+    torch.manual_seed(0)
+    enc.init_prototypes_from_features(x, seed=3)
+    after_init = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after_init, torch.rand(3))
+
+
+def test_init_from_features_with_fewer_distinct_cells_than_prototypes():
+    enc = _encoder(2, k=5)
+    x = torch.zeros(2, 2, 12, 10)  # every cell is the same (the biases start at 0: all-zero features)
+    where = enc.init_prototypes_from_features(x, seed=0)
+    assert where.shape == (5, 3)
+    torch.testing.assert_close(enc.prototypes.detach(), _cells(enc, x)[0, :1].expand(5, -1), atol=0, rtol=0)
+
+
+def test_init_from_data_accepts_tensor_dataset_and_loader():
+    from torch.utils.data import DataLoader
+
+    base = _encoder(2, k=6)
+
+    def _copy():  # copies of one encoder: the same features
+        return copy.deepcopy(base)
+
+    def _picked_like(images, seed=0):
+        enc = _copy()
+        enc.init_prototypes_from_features(images, seed=seed)
+        return enc.prototypes.detach()
+
+    x = torch.randn(6, 2, 12, 10)
+    expected = _picked_like(x)
+    enc = _copy()
+    assert init_prototypes_from_data(enc, x) is enc
+    torch.testing.assert_close(enc.prototypes.detach(), expected, atol=0, rtol=0)
+    # num_images: the first images of a tensor
+    enc = _copy()
+    init_prototypes_from_data(enc, x, num_images=3, seed=1)
+    torch.testing.assert_close(enc.prototypes.detach(), _picked_like(x[:3], seed=1), atol=0, rtol=0)
+    assert not torch.equal(enc.prototypes.detach(), _picked_like(x, seed=1))  # the subset matters
+    # a dataset of {"image": (C, H, W)} items: all of them when num_images covers it
+    data = [{"image": img} for img in x]
+    enc = _copy()
+    init_prototypes_from_data(enc, data)
+    torch.testing.assert_close(enc.prototypes.detach(), expected, atol=0, rtol=0)
+    # ... and an even spread of it otherwise (items 0, 5 here)
+    enc = _copy()
+    init_prototypes_from_data(enc, data, num_images=2)
+    torch.testing.assert_close(enc.prototypes.detach(), _picked_like(x[[0, 5]]), atol=0, rtol=0)
+    assert not torch.equal(enc.prototypes.detach(), _picked_like(x[:2]))
+    # a loader of such dicts: its first batches
+    enc = _copy()
+    init_prototypes_from_data(enc, DataLoader(data, batch_size=4))
+    torch.testing.assert_close(enc.prototypes.detach(), expected, atol=0, rtol=0)
+    enc = _copy()
+    init_prototypes_from_data(enc, DataLoader(data, batch_size=2), num_images=3)
+    torch.testing.assert_close(enc.prototypes.detach(), _picked_like(x[:3]), atol=0, rtol=0)
+
+
+def test_init_from_data_sets_a_patronus_unets_encoder():
+    from monai_patronus.networks import PatronusUNet
+
+    x = torch.randn(4, 2, 16, 16)
+    net = PatronusUNet(2, 2, _encoder(2, k=6), channels=(8, 16), num_res_blocks=1, norm_num_groups=4, dropout=0.0)
+    reference = copy.deepcopy(net.prototype_encoder)
+    reference.init_prototypes_from_features(x, seed=2)
+    assert init_prototypes_from_data(net, x, seed=2) is net
+    torch.testing.assert_close(net.prototype_encoder.prototypes.detach(), reference.prototypes.detach(), atol=0, rtol=0)
+    with torch.no_grad():
+        s = net.encode(x)
+    assert float(s.max()) == pytest.approx(math.log(1 / net.prototype_encoder.epsilon), rel=2e-3)
+
+
+def test_init_prototypes_invalid_arguments():
+    enc = _encoder(2)
+    with pytest.raises(TypeError, match="network must be a PatronusUNet or a PrototypeEncoder, got Identity"):
+        init_prototypes_from_data(torch.nn.Identity(), torch.randn(2, 2, 12, 10))
+    for bad in (torch.randn(2, 3, 12, 10), torch.randn(2, 2, 12), torch.randn(2, 2, 8, 8, 8)):
+        with pytest.raises(ValueError, match=re.escape(f"images must be a tensor (N, 2, *spatial), got {tuple(bad.shape)}")):
+            enc.init_prototypes_from_features(bad)
+        with pytest.raises(ValueError, match="images must be a tensor"):
+            init_prototypes_from_data(enc, bad)
+    with pytest.raises(ValueError, match="got list"):
+        enc.init_prototypes_from_features([[0.0]])
+    with pytest.raises(ValueError, match="num_images"):
+        init_prototypes_from_data(enc, torch.randn(2, 2, 12, 10), num_images=0)
