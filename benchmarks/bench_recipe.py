@@ -136,7 +136,7 @@ def _row(name: str, r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=3.0, help="training wall time per variant")
-    parser.add_argument("--variants", default="paper,init,norm,init+norm,init+norm+cfg,init+norm+cfg+clip,init+norm+cfg+clip+v,init+norm+cfg+clip+v+ema")
+    parser.add_argument("--variants", default="paper,init,norm,init+norm,init+norm+cfg,init+norm+cfg+clip,init+norm+cfg+clip+v,init+norm+cfg+clip+v+ema,v,init+norm+v")
     parser.add_argument("--guidance", default="2", help="guidance scales evaluated (comma-separated) for variants with cfg")
     parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
     parser.add_argument("--num-images", type=int, default=32)
