@@ -249,7 +249,7 @@ def init_prototypes_from_data(network: nn.Module, data, num_images: int = 256, s
     if isinstance(data, torch.Tensor):
         images = data[:num_images]
     elif hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, torch.utils.data.DataLoader):
-        images = pick_images(data, min(num_images, len(data)))
+        images = pick_images(data, min(num_images, len(data)), allow_fewer=True)  # skips unreadable items
     else:  # a loader: its first images
         parts, count = [], 0
         for _, batch, _ in iter_batches(data, "init_prototypes_from_data"):
