@@ -25,7 +25,8 @@ def test_literal_config_rebuilds_the_network_outside_the_bundle():
     rebuilt = ConfigParser(config).get_parsed_content()
     assert isinstance(rebuilt, PatronusUNet)
     rebuilt.load_state_dict(net.state_dict())  # same architecture, parameter for parameter
-    assert literal_config(parser, "inferer", exclude=("_target_", "scheduler")) == {"autocast_dtype": None, "inversion_iterations": 5}
+    assert literal_config(parser, "inferer", exclude=("_target_", "scheduler")) == {
+        "autocast_dtype": None, "inversion_iterations": 5, "guidance_scale": 1.5, "sample_clip": 1.0}
     with pytest.raises(ValueError, match="not a component"):
         literal_config(parser, "lr")
 
