@@ -12,11 +12,19 @@ extras = {
     # torchvision-style adapters for CelebA, Fashion-MNIST, CIFAR-10, FFHQ
     "natural": ["torchvision>=0.17"],
     # readers used through MONAI transforms (DICOM, NIfTI, MHA/NRRD); nilearn ships the MNI152 demo data
-    "medical": ["nibabel>=5.0", "pydicom>=3.0", "pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1", "pylibjpeg-openjpeg>=2.0",
-                "SimpleITK>=2.3", "nilearn>=0.10", "pandas>=1.5"],
+    "medical": [
+        "nibabel>=5.0",
+        "pydicom>=3.0",
+        "pylibjpeg>=2.0",
+        "pylibjpeg-libjpeg>=2.1",
+        "pylibjpeg-openjpeg>=2.0",
+        "SimpleITK>=2.3",
+        "nilearn>=0.10",
+        "pandas>=1.5",
+    ],
     # to open the review notebooks interactively (the tests execute them headless with nbclient)
     "notebooks": ["jupyter", "nbclient>=0.9", "nbformat>=5.9", "ipykernel"],
-    "test": ["pytest>=7.4", "nbclient>=0.9", "nbformat>=5.9", "ipykernel"],
+    "test": ["pytest>=7.4", "ruff>=0.6", "nbclient>=0.9", "nbformat>=5.9", "ipykernel"],
 }
 # the tests exercise every loader and bundle
 extras["test"] += extras["natural"] + extras["medical"]

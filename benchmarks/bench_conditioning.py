@@ -18,25 +18,20 @@ win rate 0.5, efficacy 0, in-box ratio 1, gain 0).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
-from monai.bundle import ConfigParser
+from _demo_model import demo_config, load_demo_model, measure_conditioning, model_arg_parser  # noqa: E402
 from torch import nn
 
 from monai_patronus.data import pick_images
-from monai_patronus.evaluation import conditioning_metrics, reconstruction_metrics
-
-from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, DEMO, load_demo_model  # noqa: E402
+from monai_patronus.evaluation import conditioning_table, reconstruction_metrics
 
 
 def _fresh_network(dataset_dir: str, seed: int, randomise_zero_convs: bool) -> nn.Module:
     """The bundle's network as its config builds it (untrained), optionally with the all-zero convs re-initialised."""
-    config = ConfigParser()
-    config.read_config(str(DEMO / "configs" / "train.json"))
-    config.update({"bundle_root": str(DEMO), "dataset_dir": dataset_dir})
+    config = demo_config(dataset_dir)
     torch.manual_seed(seed)
     net = config.get_parsed_content("network")
     if randomise_zero_convs:
@@ -50,42 +45,17 @@ def _fresh_network(dataset_dir: str, seed: int, randomise_zero_convs: bool) -> n
 def _measure(net, inferer, images, args) -> dict:
     start = time.perf_counter()
     inversion = reconstruction_metrics(net, inferer, images, num_inference_steps=args.num_inference_steps)
-    metrics = conditioning_metrics(net, inferer, images, num_inference_steps=args.num_inference_steps,
-                                   num_prototypes=args.num_prototypes, seed=args.seed)
-    return {"inversion_psnr": inversion["psnr"], "inversion_ssim": inversion["ssim"], **metrics,
-            "wall_s": time.perf_counter() - start}
-
-
-def _fmt(value, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _row(name: str, r: dict) -> str:
-    sem, edit = r["semantic_reconstruction"], r["edit_efficacy"]["invert"]
-    gain, san = r["conditioning_gain"], r["sample_sanity"]
-    box = edit["in_box_ratio"]
-    cells = [
-        name,
-        f"{r['inversion_psnr']:.1f}",
-        f"{sem['psnr']['own']:.2f} / {sem['psnr']['other']:.2f} / {sem['psnr']['gap']:+.2f}",
-        f"{sem['ssim']['gap']:+.3f}",
-        f"{sem['win_rate']:.2f}",
-        f"{_fmt(edit['raise']['median'], '.1%')} ({edit['raise']['count']})",
-        f"{_fmt(edit['suppress']['median'], '.1%')} ({edit['suppress']['count']})",
-        f"{_fmt(box['median'], '.2f')} ({box['count']})",
-        f"{gain['mean_gain']:+.1%}",
-        " / ".join(f"{g:+.1%}" for g in gain["gain"]),
-        f"{san['samples']['saturated']:.0%} / {san['data']['saturated']:.0%} "
-        f"({san['samples']['out_of_range']:.0%} / {san['data']['out_of_range']:.0%}, max abs {max(-san['samples']['min'], san['samples']['max']):.1f})",
-        f"{r['wall_s']:.1f}",
-    ]
-    return "| " + " | ".join(cells) + " |"
+    metrics = measure_conditioning(net, inferer, images, args)
+    return {
+        "inversion_psnr": inversion["psnr"],
+        "inversion_ssim": inversion["ssim"],
+        **metrics,
+        "wall_s": time.perf_counter() - start,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoints", default=DEFAULT_CHECKPOINTS)
-    parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
+    parser = model_arg_parser()
     parser.add_argument("--num-images", type=int, default=16)
     parser.add_argument("--num-inference-steps", type=int, default=50)
     parser.add_argument("--num-prototypes", type=int, default=4, help="prototypes edited for edit efficacy")
@@ -105,16 +75,21 @@ def main() -> None:
         results[name] = _measure(build(), inferer, images, args)
         print(f"{name}: {results[name]['summary']}", flush=True)
     bands = " / ".join(f"[{a},{b})" for a, b in results["trained demo"]["conditioning_gain"]["bands"])
-    print(f"\n{len(images)} demo slices of {tuple(images.shape[2:])} (evenly spread over {len(dataset)}), "
-          f"{args.num_inference_steps} DDIM steps, {args.num_prototypes} edited prototypes, seed {args.seed}, "
-          f"device {device}, threads={torch.get_num_threads()}")
-    print("| network | inversion PSNR (dB) | semantic PSNR own / other / gap (dB) | SSIM gap | win rate "
-          "| edit raise median (n) | edit suppress median (n) | in-box ratio median (n) | cond. gain mean "
-          f"| gain per band {bands} | saturated samples / data (beyond ±1 samples / data, max abs) | wall (s) |")
-    print("|---" * 12 + "|")
-    print("| chance | - | gap 0 | 0 | 0.50 | 0% | 0% | 1 | 0% | 0% | - | - |")
-    for name, r in results.items():
-        print(_row(name, r))
+    print(
+        f"\n{len(images)} demo slices of {tuple(images.shape[2:])} (evenly spread over {len(dataset)}), "
+        f"{args.num_inference_steps} DDIM steps, {args.num_prototypes} edited prototypes, seed {args.seed}, "
+        f"device {device}, threads={torch.get_num_threads()}"
+    )
+    print(
+        conditioning_table(
+            results,
+            {
+                "inversion PSNR (dB)": lambda r: f"{r['inversion_psnr']:.1f}",
+                f"gain per band {bands}": lambda r: " / ".join(f"{g:+.1%}" for g in r["conditioning_gain"]["gain"]),
+                "wall (s)": lambda r: f"{r['wall_s']:.1f}",
+            },
+        )
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "num_dataset_images": len(dataset), "results": results}, f, indent=2)

@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import torch
+from _demo_model import ROOT, demo_config  # noqa: E402
 from monai.bundle import ConfigParser
 from monai.data import CacheDataset, DataLoader, Dataset
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _loader_rate(dataset, batch_size: int, batches: int) -> float:
@@ -50,9 +49,7 @@ def _train_rate(parser: ConfigParser, batch: torch.Tensor, steps: int) -> float:
 
 
 def demo_pipeline(steps: int, tmp: Path) -> dict:
-    parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / "patronus_demo" / "configs" / "train.json"))
-    parser.update({"bundle_root": str(ROOT / "bundles" / "patronus_demo"), "dataset_dir": str(tmp / "mni"), "output_dir": str(tmp / "out")})
+    parser = demo_config(str(tmp / "mni"), {"output_dir": str(tmp / "out")})
     datalist = parser.get_parsed_content("train#datalist")
     transform = parser.get_parsed_content("train#preprocessing")
     batch_size = parser.get_parsed_content("batch_size")
@@ -105,8 +102,16 @@ def chest_xray_pipeline(steps: int, tmp: Path, n: int = 16, side: int = 1024) ->
     with open(root / "train.csv", "w", newline="") as f:
         csv.writer(f).writerows([["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS], *rows])
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / "patronus_chest_xray" / "configs" / "train.json"))
-    parser.update({"bundle_root": str(ROOT / "bundles" / "patronus_chest_xray"), "dataset_dir": str(root), "output_dir": str(tmp / "cxr_out")})
+    parser.read_config(
+        [str(ROOT / "bundles" / "patronus_chest_xray" / "configs" / c) for c in ("common.json", "train.json")]
+    )
+    parser.update(
+        {
+            "bundle_root": str(ROOT / "bundles" / "patronus_chest_xray"),
+            "dataset_dir": str(root),
+            "output_dir": str(tmp / "cxr_out"),
+        }
+    )
     datalist = parser.get_parsed_content("train#datalist")
     transform = parser.get_parsed_content("train#preprocessing")
     persistent = parser.get_parsed_content("train#dataset")  # the bundle's own PersistentDataset
@@ -132,7 +137,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [demo_pipeline(args.steps, Path(tmp)), chest_xray_pipeline(max(1, args.steps // 2), Path(tmp))]
     print(f"threads={torch.get_num_threads()}; rates in images/s")
-    print(f"| {'pipeline':<54} | {'Dataset':>8} | {'cached':>8} | {'cache':<40} | {'training':>8} | {'Dataset/train':>13} |")
+    print(
+        f"| {'pipeline':<54} | {'Dataset':>8} | {'cached':>8} | {'cache':<40} | {'training':>8} | {'Dataset/train':>13} |"
+    )
     print(f"|{'-' * 56}|{'-' * 10}|{'-' * 10}|{'-' * 42}|{'-' * 10}|{'-' * 15}|")
     for r in rows:
         print(

@@ -14,19 +14,17 @@ Seed stability: two tiny Patronus models trained on the same 256 scikit-learn di
 
 from __future__ import annotations
 
-import argparse
 import re
 import tempfile
 import time
 
 import torch
+from _demo_model import load_demo_model, model_arg_parser  # noqa: E402
 from monai.data import DataLoader
 
 from monai_patronus.data import load_digits_images
 from monai_patronus.demo import train_tiny_patronus
 from monai_patronus.evaluation import encode_labelled, evaluate, seed_stability
-
-from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, load_demo_model  # noqa: E402
 
 NAMES = ["sagittal", "coronal", "axial", "central"]
 SIZES = {0: 197, 1: 233, 2: 189}  # MNI152 2 mm template shape per axis
@@ -45,9 +43,7 @@ def _labelled(dataset):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoints", default=DEFAULT_CHECKPOINTS)
-    parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
+    parser = model_arg_parser()
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stability-steps", type=int, default=300, help="0 skips the seed-stability run")
@@ -64,8 +60,17 @@ def main() -> None:
     rates.sort()
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        result = evaluate(net, inferer, loader, out, names=NAMES, num_pairs=3, num_counterfactual=16,
-                          num_inference_steps=50, title="demo")
+        result = evaluate(
+            net,
+            inferer,
+            loader,
+            out,
+            names=NAMES,
+            num_pairs=3,
+            num_counterfactual=16,
+            num_inference_steps=50,
+            title="demo",
+        )
         total = time.perf_counter() - start
     print(f"demo model, {len(items)} slices of 32x32, batch {args.batch_size}, threads={torch.get_num_threads()}")
     print("| measure | value |")
@@ -85,9 +90,11 @@ def main() -> None:
         net_b, _, _ = train_tiny_patronus(digits, steps=args.stability_steps, seed=1)
         stability = seed_stability(net_a, net_b, [digits])
         corr = sorted(stability.correlations)
-        print(f"| seed stability: 2 x {args.stability_steps} steps on 256 digits, 16 prototypes | mean matched "
-              f"correlation {stability.mean_correlation:.3f} (min {corr[0]:.3f}, median {corr[len(corr) // 2]:.3f}) "
-              f"[{time.perf_counter() - start:.0f} s] |")
+        print(
+            f"| seed stability: 2 x {args.stability_steps} steps on 256 digits, 16 prototypes | mean matched "
+            f"correlation {stability.mean_correlation:.3f} (min {corr[0]:.3f}, median {corr[len(corr) // 2]:.3f}) "
+            f"[{time.perf_counter() - start:.0f} s] |"
+        )
 
 
 if __name__ == "__main__":

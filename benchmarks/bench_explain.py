@@ -5,7 +5,7 @@
 Loads the demo bundle's network trained at --size and its images at that size. The issue's setting is
 64x64; train that model first (its checkpoints are the default for --size 64):
 
-    cd bundles/patronus_demo && python -m monai.bundle run --config_file configs/train.json \
+    cd bundles/patronus_demo && python -m monai.bundle run --config_file "['configs/common.json','configs/train.json']" \
         --image_size 64 --output_dir output_64 --max_epochs 40
 
 Both runs are timed in this one process, one after the other, by wall clock and by this process's CPU
@@ -19,12 +19,11 @@ import argparse
 import time
 
 import torch
+from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, DEMO, load_demo_model  # noqa: E402
 
 from monai_patronus.data import pick_images
 from monai_patronus.interpret import visualize_prototypes
 from monai_patronus.utils import psnr
-
-from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, DEMO, load_demo_model  # noqa: E402
 
 
 def main() -> None:
@@ -39,12 +38,16 @@ def main() -> None:
     parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
     args = parser.parse_args()
     torch.manual_seed(0)
-    checkpoints = args.checkpoints or (DEFAULT_CHECKPOINTS if args.size == 32 else str(DEMO / f"output_{args.size}" / "checkpoints"))
+    checkpoints = args.checkpoints or (
+        DEFAULT_CHECKPOINTS if args.size == 32 else str(DEMO / f"output_{args.size}" / "checkpoints")
+    )
     net, inferer, dataset = load_demo_model(checkpoints, args.dataset_dir, image_size=args.size)
     images = pick_images(dataset, args.images)
     protos = list(range(args.prototypes))
     rows = []
-    default_iterations = inferer.inversion_iterations if args.inversion_iterations is None else args.inversion_iterations
+    default_iterations = (
+        inferer.inversion_iterations if args.inversion_iterations is None else args.inversion_iterations
+    )
     for steps in (args.steps, args.paper_steps):
         # the paper inverts with plain reverse DDIM; the default adds fixed-point refinement (bundle config)
         inferer.inversion_iterations = default_iterations if steps == args.steps else 0
@@ -56,12 +59,20 @@ def main() -> None:
         recon = inferer.reconstruct(inferer.invert(images, net, s, steps), net, s, steps)
         rows.append((steps, inferer.inversion_iterations, seconds, cpu, float(psnr(recon.clamp(-1, 1), images).mean())))
         # each row as soon as it is measured: the paper's 1000 steps take hours on a CPU
-        print("measured:", dict(zip(("steps", "fixed_point_its", "wall_s", "cpu_s", "recon_psnr_db"), rows[-1])), flush=True)
-    print(f"explain: {args.prototypes} prototypes x {args.images} images at {args.size}x{args.size}, threads={torch.get_num_threads()}")
+        print(
+            "measured:",
+            dict(zip(("steps", "fixed_point_its", "wall_s", "cpu_s", "recon_psnr_db"), rows[-1])),
+            flush=True,
+        )
+    print(
+        f"explain: {args.prototypes} prototypes x {args.images} images at {args.size}x{args.size}, threads={torch.get_num_threads()}"
+    )
     print("| DDIM steps | fixed-point its | wall s | speed-up (wall) | CPU s | speed-up (CPU) | recon PSNR dB |")
     print("|---|---|---|---|---|---|---|")
     for steps, iterations, seconds, cpu, value in rows:
-        print(f"| {steps} | {iterations} | {seconds:.1f} | {rows[-1][2] / seconds:.1f} | {cpu:.1f} | {rows[-1][3] / cpu:.1f} | {value:.2f} |")
+        print(
+            f"| {steps} | {iterations} | {seconds:.1f} | {rows[-1][2] / seconds:.1f} | {cpu:.1f} | {rows[-1][3] / cpu:.1f} | {value:.2f} |"
+        )
 
 
 if __name__ == "__main__":

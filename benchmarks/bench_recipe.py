@@ -27,49 +27,53 @@ import json
 import time
 
 import torch
+from _demo_model import DEFAULT_DATASET_DIR, demo_config, measure_conditioning  # noqa: E402
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
 
 from monai_patronus.data import pick_images
-from monai_patronus.evaluation import conditioning_metrics
-
-from _demo_model import DEFAULT_DATASET_DIR, DEMO  # noqa: E402
+from monai_patronus.evaluation import conditioning_table
 
 PAPER = {
-    "init_prototypes": False, "condition_norm": False, "condition_dropout": 0.0, "guidance_scale": 1.0,
-    "sample_clip": None, "ema_decay": None, "prediction_type": "epsilon",
+    "init_prototypes": False,
+    "condition_norm": False,
+    "condition_dropout": 0.0,
+    "guidance_scale": 1.0,
+    "sample_clip": None,
+    "ema_decay": None,
+    "prediction_type": "epsilon",
 }
+# the cumulative steps of the recipe, composed into the variants below
+INIT_NORM = {"init_prototypes": True, "condition_norm": True}
+CFG = {**INIT_NORM, "condition_dropout": 0.1, "guidance_scale": "G"}
+CFG_CLIP = {**CFG, "sample_clip": 1.0}
+V = {"prediction_type": "v_prediction"}
 VARIANTS = {
     "paper": {},
     "init": {"init_prototypes": True},
     "norm": {"condition_norm": True},
-    "init+norm": {"init_prototypes": True, "condition_norm": True},
-    "init+norm+cfg": {"init_prototypes": True, "condition_norm": True, "condition_dropout": 0.1, "guidance_scale": "G"},
-    "init+norm+cfg+clip": {"init_prototypes": True, "condition_norm": True, "condition_dropout": 0.1,
-                           "guidance_scale": "G", "sample_clip": 1.0},
-    "v": {"prediction_type": "v_prediction"},
-    "init+norm+v": {"init_prototypes": True, "condition_norm": True, "prediction_type": "v_prediction"},
-    "init+norm+cfg+clip+v": {"init_prototypes": True, "condition_norm": True, "condition_dropout": 0.1,
-                             "guidance_scale": "G", "sample_clip": 1.0, "prediction_type": "v_prediction"},
-    "init+norm+cfg+clip+v+ema": {"init_prototypes": True, "condition_norm": True, "condition_dropout": 0.1,
-                                 "guidance_scale": "G", "sample_clip": 1.0, "prediction_type": "v_prediction",
-                                 "ema_decay": 0.995},
+    "init+norm": INIT_NORM,
+    "init+norm+cfg": CFG,
+    "init+norm+cfg+clip": CFG_CLIP,
+    "v": V,
+    "init+norm+v": {**INIT_NORM, **V},
+    "init+norm+cfg+clip+v": {**CFG_CLIP, **V},
+    "init+norm+cfg+clip+v+ema": {**CFG_CLIP, **V, "ema_decay": 0.995},
 }
 
 
 def _config(recipe: dict, dataset_dir: str) -> ConfigParser:
-    config = ConfigParser()
-    config.read_config(str(DEMO / "configs" / "train.json"))
-    config.update({
-        "bundle_root": str(DEMO), "dataset_dir": dataset_dir, "tracking_enabled": False, "progress_bar": False,
-        "train#handlers": [], "max_epochs": 100000,
-        "init_prototypes": recipe["init_prototypes"], "condition_norm": recipe["condition_norm"],
-        "condition_dropout": recipe["condition_dropout"], "guidance_scale": recipe["guidance_scale"],
-        "sample_clip": recipe["sample_clip"],
-        "prediction_type": recipe["prediction_type"],
-    })
-    return config
+    keys = (
+        "init_prototypes",
+        "condition_norm",
+        "condition_dropout",
+        "guidance_scale",
+        "sample_clip",
+        "prediction_type",
+    )
+    overrides = {"tracking_enabled": False, "progress_bar": False, "train#handlers": [], "max_epochs": 100000}
+    return demo_config(dataset_dir, {**overrides, **{k: recipe[k] for k in keys}})
 
 
 def run_variant(name: str, recipe: dict, args) -> dict:
@@ -109,35 +113,30 @@ def run_variant(name: str, recipe: dict, args) -> dict:
     for scale in scales:
         inferer.guidance_scale = scale
         t0 = time.perf_counter()
-        metrics = conditioning_metrics(net, inferer, images, num_inference_steps=args.num_inference_steps,
-                                       num_prototypes=args.num_prototypes, seed=args.seed)
+        metrics = measure_conditioning(net, inferer, images, args)
         key = name if len(scales) == 1 else f"{name} (w={scale:g})"
-        out[key] = {"steps": len(losses), "train_s": train_s, "loss_last50": sum(tail) / max(len(tail), 1),
-                    "eval_s": time.perf_counter() - t0, "num_images": len(images), **metrics}
+        out[key] = {
+            "steps": len(losses),
+            "train_s": train_s,
+            "loss_last50": sum(tail) / max(len(tail), 1),
+            "eval_s": time.perf_counter() - t0,
+            "num_images": len(images),
+            **metrics,
+        }
         print(key, metrics["summary"], f"steps={len(losses)}", flush=True)
     return out
-
-
-def _row(name: str, r: dict) -> str:
-    sem, edit = r["semantic_reconstruction"], r["edit_efficacy"]["invert"]
-    san = r["sample_sanity"]
-    med = lambda v: "n/a" if v is None else f"{v:.0%}"  # noqa: E731
-    return "| " + " | ".join([
-        name, str(r["steps"]), f"{r['loss_last50']:.4f}",
-        f"{sem['psnr']['own']:.2f} / {sem['psnr']['other']:.2f} / {sem['psnr']['gap']:+.2f}",
-        f"{sem['ssim']['gap']:+.3f}", f"{sem['win_rate']:.2f}",
-        med(edit["raise"]["median"]), med(edit["suppress"]["median"]),
-        "n/a" if edit["in_box_ratio"]["median"] is None else f"{edit['in_box_ratio']['median']:.2f}",
-        f"{r['conditioning_gain']['mean_gain']:+.1%}",
-        f"{san['samples']['saturated']:.2f} / {san['data']['saturated']:.2f}",
-    ]) + " |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=3.0, help="training wall time per variant")
-    parser.add_argument("--variants", default="paper,init,norm,init+norm,init+norm+cfg,init+norm+cfg+clip,init+norm+cfg+clip+v,init+norm+cfg+clip+v+ema,v,init+norm+v")
-    parser.add_argument("--guidance", default="2", help="guidance scales evaluated (comma-separated) for variants with cfg")
+    parser.add_argument(
+        "--variants",
+        default="paper,init,norm,init+norm,init+norm+cfg,init+norm+cfg+clip,init+norm+cfg+clip+v,init+norm+cfg+clip+v+ema,v,init+norm+v",
+    )
+    parser.add_argument(
+        "--guidance", default="2", help="guidance scales evaluated (comma-separated) for variants with cfg"
+    )
     parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
     parser.add_argument("--num-images", type=int, default=32)
     parser.add_argument("--num-inference-steps", type=int, default=50)
@@ -154,13 +153,15 @@ def main() -> None:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"args": vars(args), "results": results}, f, indent=1, default=str)
-    print(f"\n{args.minutes:g} min of training per variant, threads={torch.get_num_threads()}, "
-          f"{args.num_inference_steps} DDIM steps, guidance scale w as listed (1 = none)")
-    print("| variant | steps | loss (last 50) | semantic PSNR own / other / gap (dB) | SSIM gap | win rate "
-          "| edit raise | edit suppress | in-box | cond. gain | saturated samples / data |")
-    print("|---" * 11 + "|")
-    for name, r in results.items():
-        print(_row(name, r))
+    print(
+        f"\n{args.minutes:g} min of training per variant, threads={torch.get_num_threads()}, "
+        f"{args.num_inference_steps} DDIM steps, guidance scale w as listed (1 = none)"
+    )
+    print(
+        conditioning_table(
+            results, {"steps": lambda r: str(r["steps"]), "loss (last 50)": lambda r: f"{r['loss_last50']:.4f}"}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,15 @@ DEMO = Path(__file__).resolve().parents[1] / "bundles" / "patronus_demo"
 
 def _train(output_dir: Path, dataset_dir: Path, tracking: bool, epochs: int, image_size: int) -> float:
     workflow = ConfigWorkflow(
-        config_file=str(DEMO / "configs" / "train.json"), workflow_type="train", bundle_root=str(DEMO),
-        output_dir=str(output_dir), dataset_dir=str(dataset_dir), tracking_enabled=tracking, max_epochs=epochs,
-        image_size=image_size, grid_interval=max(1, epochs // 2),
+        config_file=[str(DEMO / "configs" / c) for c in ("common.json", "train.json")],
+        workflow_type="train",
+        bundle_root=str(DEMO),
+        output_dir=str(output_dir),
+        dataset_dir=str(dataset_dir),
+        tracking_enabled=tracking,
+        max_epochs=epochs,
+        image_size=image_size,
+        grid_interval=max(1, epochs // 2),
     )
     workflow.initialize()
     start = time.perf_counter()
@@ -52,9 +58,12 @@ def main() -> None:
                 return method(self, *a, **k)
             finally:
                 parts[name] = parts.get(name, 0.0) + time.perf_counter() - start
+
         return wrapper
 
-    PatronusTrackingHandler.log_provenance = timed("provenance (search, gallery, upload)", PatronusTrackingHandler.log_provenance)
+    PatronusTrackingHandler.log_provenance = timed(
+        "provenance (search, gallery, upload)", PatronusTrackingHandler.log_provenance
+    )
     PatronusTrackingHandler.log_model = timed("pyfunc model logging + registration", PatronusTrackingHandler.log_model)
     PatronusTrackingHandler.start = timed("run start (config, fingerprint, tags)", PatronusTrackingHandler.start)
     with tempfile.TemporaryDirectory() as tmp:

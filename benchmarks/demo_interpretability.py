@@ -10,23 +10,19 @@ emergence curves (PNG) to --out.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
+from _demo_model import ROOT, load_demo_model, model_arg_parser  # noqa: E402
 
 from monai_patronus.data import pick_images
 from monai_patronus.evaluation import conditioning_summary, semantic_reconstruction
 from monai_patronus.interpret import masking_faithfulness, plot_emergence_curves, prototype_emergence
 
-from _demo_model import DEFAULT_CHECKPOINTS, DEFAULT_DATASET_DIR, ROOT, load_demo_model  # noqa: E402
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoints", default=DEFAULT_CHECKPOINTS)
-    parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR)
+    parser = model_arg_parser()
     parser.add_argument("--out", default=str(ROOT / "bundles" / "patronus_demo" / "output" / "interpret"))
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
@@ -35,15 +31,23 @@ def main() -> None:
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])  # all training slices
 
     start = time.perf_counter()
-    faith = masking_faithfulness(net.prototype_encoder, images, num_random=8, generator=torch.Generator().manual_seed(0))
+    faith = masking_faithfulness(
+        net.prototype_encoder, images, num_random=8, generator=torch.Generator().manual_seed(0)
+    )
     seconds = time.perf_counter() - start
-    print(f"faithfulness: {images.shape[0]} images x {len(faith.prototypes)} prototypes, 8 random boxes each [{seconds:.1f} s]")
-    print("| images per prototype | pairs | mean drop boxed | mean drop random | ratio | win rate | rel. drop boxed | rel. drop random |")
+    print(
+        f"faithfulness: {images.shape[0]} images x {len(faith.prototypes)} prototypes, 8 random boxes each [{seconds:.1f} s]"
+    )
+    print(
+        "| images per prototype | pairs | mean drop boxed | mean drop random | ratio | win rate | rel. drop boxed | rel. drop random |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for fraction, label in ((1.0, "all"), (0.25, "top 25% by s_k"), (0.1, "top 10% by s_k")):
         m = faith.summary(fraction)
-        print(f"| {label} | {m['pairs']} | {m['drop_boxed']:.5f} | {m['drop_random']:.5f} | {m['ratio']:.2f} | "
-              f"{m['win_rate']:.2f} | {m['relative_drop_boxed']:.3f} | {m['relative_drop_random']:.3f} |")
+        print(
+            f"| {label} | {m['pairs']} | {m['drop_boxed']:.5f} | {m['drop_random']:.5f} | {m['ratio']:.2f} | "
+            f"{m['win_rate']:.2f} | {m['relative_drop_boxed']:.3f} | {m['relative_drop_random']:.3f} |"
+        )
 
     spread = pick_images(dataset, 8)  # emergence: 8 slices spread over the volume
     with torch.no_grad():
@@ -54,7 +58,9 @@ def main() -> None:
     order = mean_t.argsort()
     print("emergence timestep (mean over 8 samples) per prototype, earliest-to-latest in generation:")
     print("  " + ", ".join(f"k{int(k)}:{float(mean_t[k]):.0f}" for k in order.flip(0)))
-    print(f"  all prototypes: median {float(mean_t.median()):.0f}, range {float(mean_t.min()):.0f}-{float(mean_t.max()):.0f}")
+    print(
+        f"  all prototypes: median {float(mean_t.median()):.0f}, range {float(mean_t.min()):.0f}-{float(mean_t.max()):.0f}"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = order[[0, len(order) // 2, -1]].tolist()
@@ -62,8 +68,12 @@ def main() -> None:
     gap = conditioning_summary({"semantic_reconstruction": semantic})
     print("does generation use s?", gap)
     path = plot_emergence_curves(
-        result.timesteps, result.activations[:, :, chosen], prototype_labels=[f"prototype {k}" for k in chosen],
-        emergence_times=mean_t[chosen], path=out / "emergence_curves.png", title=gap,
+        result.timesteps,
+        result.activations[:, :, chosen],
+        prototype_labels=[f"prototype {k}" for k in chosen],
+        emergence_times=mean_t[chosen],
+        path=out / "emergence_curves.png",
+        title=gap,
     )
     print("emergence curves:", path)
 

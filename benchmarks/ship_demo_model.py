@@ -17,15 +17,13 @@ import json
 import time
 
 import torch
-from monai.bundle import ConfigParser
+from _demo_model import DEFAULT_DATASET_DIR, DEMO, demo_config  # noqa: E402
 
 from monai_patronus.data import pick_images
 from monai_patronus.evaluation import conditioning_metrics, conditioning_table
 from monai_patronus.handlers import load_network_weights
 from monai_patronus.interpret.faithfulness import masking_faithfulness
 from monai_patronus.tracking import dataset_fingerprint
-
-from _demo_model import DEFAULT_DATASET_DIR, DEMO  # noqa: E402
 
 
 def main() -> None:
@@ -38,9 +36,7 @@ def main() -> None:
     parser.add_argument("--num-prototypes-edited", type=int, default=4)
     args = parser.parse_args()
 
-    config = ConfigParser()
-    config.read_config(str(DEMO / "configs" / "train.json"))
-    config.update({"bundle_root": str(DEMO), "dataset_dir": args.dataset_dir})
+    config = demo_config(args.dataset_dir)
     net = config.get_parsed_content("network")
     source = load_network_weights(net, args.checkpoints)
     checkpoint = torch.load(source, map_location="cpu", weights_only=True)
@@ -55,8 +51,9 @@ def main() -> None:
     held = config.get_parsed_content("heldout#dataset")
     images = pick_images(held, len(held))
     start = time.perf_counter()
-    metrics = conditioning_metrics(net, inferer, images, num_inference_steps=steps,
-                                   num_prototypes=args.num_prototypes_edited, seed=0)
+    metrics = conditioning_metrics(
+        net, inferer, images, num_inference_steps=steps, num_prototypes=args.num_prototypes_edited, seed=0
+    )
     faith = masking_faithfulness(net.prototype_encoder, images, generator=torch.Generator().manual_seed(0))
     card = {
         "file": "models/model.pt",
@@ -65,7 +62,9 @@ def main() -> None:
         "trained_by": args.command,
         "train_seconds": round(args.train_seconds),
         "machine": args.machine,
-        "trainer_state": {k: checkpoint["trainer"][k] for k in ("epoch", "iteration") if k in checkpoint.get("trainer", {})},
+        "trainer_state": {
+            k: checkpoint["trainer"][k] for k in ("epoch", "iteration") if k in checkpoint.get("trainer", {})
+        },
         "data_fingerprint": dataset_fingerprint(config.get_parsed_content("train#datalist")),
         "heldout_images": len(images),
         "num_inference_steps": steps,
@@ -86,11 +85,11 @@ The demo's inference and explanation configs load it by default (`weights`); pas
 to use a model you trained. Demonstration only; not for clinical use (the data are a public template).
 
 - Trained by: `{args.command}`
-- Training time: {args.train_seconds / 60:.0f} min on {args.machine}; trainer state at the end: {card['trainer_state']}
-- Data: the bundle's training split, {card['data_fingerprint']['num_items']} slices (`dataset_fingerprint`: datalist
-  sha256 `{card['data_fingerprint']['datalist_sha256']}`, files sha256 `{card['data_fingerprint']['files_sha256']}`);
+- Training time: {args.train_seconds / 60:.0f} min on {args.machine}; trainer state at the end: {card["trainer_state"]}
+- Data: the bundle's training split, {card["data_fingerprint"]["num_items"]} slices (`dataset_fingerprint`: datalist
+  sha256 `{card["data_fingerprint"]["datalist_sha256"]}`, files sha256 `{card["data_fingerprint"]["files_sha256"]}`);
   measured on the held-out split ({len(images)} slices, never trained on)
-- Weights: `{card['file']}`, {card['size_bytes'] / 1e6:.1f} MB, sha256 `{digest}`
+- Weights: `{card["file"]}`, {card["size_bytes"] / 1e6:.1f} MB, sha256 `{digest}`
   (a plain state dict under `"network"`, read with `torch.load(weights_only=True)`)
 
 ## Does generation follow the prototype vector? ({len(images)} held-out slices, {steps} DDIM steps, guidance {inferer.guidance_scale:g})
@@ -98,7 +97,7 @@ to use a model you trained. Demonstration only; not for clinical use (the data a
 {table}
 
 Faithfulness of the prototype boxes (masking test, top 25% of images per prototype): ratio
-{top['ratio']:.2f} (boxed against random-box drop of `s_k`; chance 1), win rate {top['win_rate']:.2f}.
+{top["ratio"]:.2f} (boxed against random-box drop of `s_k`; chance 1), win rate {top["win_rate"]:.2f}.
 
 Regenerate these numbers with `python benchmarks/ship_demo_model.py` (see its docstring).
 """

@@ -12,8 +12,14 @@ from monai_patronus.networks import PatronusUNet, PrototypeEncoder
 
 def tiny_encoder(spatial_dims: int = 2, num_prototypes: int = 6, in_channels: int = 1) -> PrototypeEncoder:
     return PrototypeEncoder(
-        spatial_dims, in_channels, num_prototypes=num_prototypes, channels=(4, 8), kernel_sizes=3, strides=(2, 1),
-        paddings=(1, 0), preset=None,
+        spatial_dims,
+        in_channels,
+        num_prototypes=num_prototypes,
+        channels=(4, 8),
+        kernel_sizes=3,
+        strides=(2, 1),
+        paddings=(1, 0),
+        preset=None,
     )
 
 
@@ -88,7 +94,6 @@ class LogRecords(logging.Handler):
         return "\n".join(self.messages)
 
 
-
 def parts_images() -> torch.Tensor:
     """The 16 images of a toy where ``s`` decides the image: 16-px, background -1, and each of four distinct
     5x5 shapes (horizontal bar, vertical bar, diagonal cross, hollow square) present or absent in its own
@@ -125,8 +130,9 @@ def train_parts_toy(steps: int = 600, seed: int = 0):
 
     images = parts_images()
     set_determinism(seed=seed)
-    encoder = PrototypeEncoder(2, 1, num_prototypes=4, channels=(8, 16), kernel_sizes=3, strides=1, paddings=(1, 0),
-                               preset=None)
+    encoder = PrototypeEncoder(
+        2, 1, num_prototypes=4, channels=(8, 16), kernel_sizes=3, strides=1, paddings=(1, 0), preset=None
+    )
     net = PatronusUNet(2, 1, encoder, channels=(16, 32), num_res_blocks=1, norm_num_groups=8, dropout=0.0)
     with torch.no_grad():
         z = encoder.features(images[15:16])  # every shape present; the feature map is 14x14 (padding 1, then 0)
@@ -135,7 +141,9 @@ def train_parts_toy(steps: int = 600, seed: int = 0):
     encoder.requires_grad_(False)
     inferer = PatronusInferer(DDIMScheduler(num_train_timesteps=1000, clip_sample=False))
     data = [{"image": img} for img in images]
-    sampler = RandomSampler(data, replacement=True, num_samples=steps * 16, generator=torch.Generator().manual_seed(seed))
+    sampler = RandomSampler(
+        data, replacement=True, num_samples=steps * 16, generator=torch.Generator().manual_seed(seed)
+    )
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=2e-3)
     trainer = create_patronus_trainer(net, inferer, DataLoader(data, batch_size=16, sampler=sampler), optimizer)
     losses: list[float] = []

@@ -7,6 +7,16 @@ import torch
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+#: Session fixtures that train a model: every test that uses one belongs to the slow tier (``make test-fast`` runs
+#: ``-m "not slow"``). Files of integration tests (CLI, torchrun, notebooks) carry ``pytestmark = pytest.mark.slow``.
+SLOW_FIXTURES = frozenset({"parts_toy", "trained_digits", "tracked_demo"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -48,8 +58,17 @@ def tracked_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("tracked_demo")
     data = tmp_path_factory.mktemp("tracked_demo_data")
     wf = run_bundle(
-        "patronus_demo", ["train.json"], output_dir=str(out), dataset_dir=str(data), tracking_enabled=True,
-        max_epochs=2, epoch_length=1, num_inference_steps=3, grid_images=2, grid_interval=1, provenance_top_k=3,
+        "patronus_demo",
+        ["train.json"],
+        output_dir=str(out),
+        dataset_dir=str(data),
+        tracking_enabled=True,
+        max_epochs=2,
+        epoch_length=1,
+        num_inference_steps=3,
+        grid_images=2,
+        grid_interval=1,
+        provenance_top_k=3,
         provenance_interval=2,
     )
     record = json.loads((out / "mlflow_run.json").read_text())

@@ -1,12 +1,7 @@
-"""CheXpert-style CSV -> MONAI datalist (a list of dicts for ``monai.data.Dataset``).
+"""CheXpert-style CSV (Irvin et al., AAAI 2019, https://arxiv.org/abs/1901.07031) -> MONAI datalist.
 
-CheXpert (Irvin et al., AAAI 2019, https://arxiv.org/abs/1901.07031) labels 14 observations per image
-as 1.0 (positive), 0.0 (negative), -1.0 (uncertain) or blank (not mentioned). The uncertain policy is
-always explicit here: U-Ones, U-Zeros, ignore (NaN, to be masked in the loss) or refuse.
-
-Row numbers in messages are spreadsheet rows: the header is row 1, the first data row is row 2. Messages and
-log lines name rows and the CSV's file name, never an image path: in hospital exports the folders are patient
-ids and the file names are UIDs.
+Messages name spreadsheet rows (header = row 1) and the CSV's file name, never an image path (in hospital
+exports the folders are patient ids).
 """
 
 from __future__ import annotations
@@ -20,27 +15,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from monai.utils import optional_import
+import pandas as pd
+from monai.utils import look_up_option
 
-__all__ = ["CHEXPERT_LABELS", "CHEXPERT_METADATA", "UNCERTAIN_POLICIES", "chexpert_label_columns", "load_chexpert_datalist"]
+__all__ = [
+    "CHEXPERT_LABELS",
+    "CHEXPERT_METADATA",
+    "UNCERTAIN_POLICIES",
+    "chexpert_label_columns",
+    "load_chexpert_datalist",
+]
 
 logger = logging.getLogger("monai_patronus.data")
 
-CHEXPERT_LABELS = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
+CHEXPERT_LABELS = tuple(
+    "No Finding, Enlarged Cardiomediastinum, Cardiomegaly, Lung Opacity, Lung Lesion, Edema, Consolidation, "
+    "Pneumonia, Atelectasis, Pneumothorax, Pleural Effusion, Pleural Other, Fracture, Support Devices".split(", ")
 )
 #: CheXpert's metadata columns: never taken as labels, copied into items only when listed in ``extra_columns``
 CHEXPERT_METADATA = ("Sex", "Age", "Frontal/Lateral", "AP/PA")
@@ -62,41 +52,19 @@ def _need_columns(columns: Sequence[str], present: Sequence[str], csv_path: Path
         )
 
 
-def _uncertain_policies(uncertain, label_columns: Sequence[str]) -> dict[str, str]:
-    if isinstance(uncertain, str):
-        policies = dict.fromkeys(label_columns, uncertain)
-    elif isinstance(uncertain, Mapping):
-        unknown = [c for c in uncertain if c not in label_columns]
-        if unknown:
-            raise ValueError(
-                f"load_chexpert_datalist: uncertain names columns {unknown} that are not in label_columns "
-                f"{list(label_columns)}."
-            )
-        missing = [c for c in label_columns if c not in uncertain]
-        if missing:
-            raise ValueError(
-                f"load_chexpert_datalist: uncertain gives no policy for label columns {missing}; give one per "
-                f"column or a single policy from {UNCERTAIN_POLICIES}."
-            )
-        policies = dict(uncertain)
-    else:
-        raise TypeError(
-            f"load_chexpert_datalist: uncertain must be one of {UNCERTAIN_POLICIES} or a dict column -> policy, "
-            f"got {uncertain!r}."
+def _uncertain_policies(uncertain: str | Mapping[str, str], label_columns: Sequence[str]) -> dict[str, str]:
+    policies = dict.fromkeys(label_columns, uncertain) if isinstance(uncertain, str) else dict(uncertain)
+    missing = [c for c in label_columns if c not in policies]
+    if missing:
+        raise ValueError(
+            f"load_chexpert_datalist: uncertain gives no policy for label columns {missing}; give one per "
+            f"column or a single policy from {UNCERTAIN_POLICIES}."
         )
-    for column, policy in policies.items():
-        if policy not in UNCERTAIN_POLICIES:
-            raise ValueError(
-                f"load_chexpert_datalist: uncertain policy {policy!r} for column {column!r} is not one of "
-                f"{UNCERTAIN_POLICIES} ('ones' = U-Ones, 'zeros' = U-Zeros, 'ignore' = NaN to mask, "
-                "'error' = refuse uncertain labels)."
-            )
-    return policies
+    return {column: look_up_option(policies[column], UNCERTAIN_POLICIES) for column in label_columns}
 
 
 def _default_image_root(csv_path: Path, paths: Sequence[str]) -> Path:
-    """The CSV's folder, or its parent when every relative Path starts with that folder's name (the
-    CheXpert layout: ``CheXpert-v1.0-small/train.csv`` lists ``CheXpert-v1.0-small/train/...``)."""
+    """The CSV's folder, or its parent when every relative path starts with that folder's name."""
     folder = csv_path.parent
     relative = [PurePosixPath(p.replace("\\", "/")) for p in paths if not os.path.isabs(p)]
     if relative and all(len(p.parts) > 1 and p.parts[0] == folder.name for p in relative):
@@ -105,10 +73,7 @@ def _default_image_root(csv_path: Path, paths: Sequence[str]) -> Path:
 
 
 def _read_csv(csv_path: Path, nrows: int | None = None):
-    """The CSV (its first ``nrows`` rows; ``0``: the header alone) as a frame of stripped strings. Rows that end in
-    a trailing comma (one more field than the header, all blank) read as the header says; a row with more
-    non-blank fields than the header is refused by row."""
-    pd = optional_import("pandas")[0]
+    """The CSV (first ``nrows`` rows) as strings; a trailing comma is accepted, more non-blank fields refused."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -125,8 +90,8 @@ def _read_csv(csv_path: Path, nrows: int | None = None):
             for row, fields in enumerate(reader, start=2):
                 if any(value.strip() for value in fields[width:]):
                     raise ValueError(
-                        f"load_chexpert_datalist: {csv_path.name} row {row} has {len(fields)} fields but the header has "
-                        f"{width}; fix that row (a comma inside a value must be quoted)."
+                        f"load_chexpert_datalist: {csv_path.name} row {row} has {len(fields)} fields but the header "
+                        f"has {width}; fix that row (a comma inside a value must be quoted)."
                     )
     return frame
 
@@ -134,10 +99,8 @@ def _read_csv(csv_path: Path, nrows: int | None = None):
 def chexpert_label_columns(
     csv_path: str | os.PathLike, path_column: str = "Path", extra_columns: Sequence[str] = ()
 ) -> list[str]:
-    """The label columns :func:`load_chexpert_datalist` takes by default: every column of the CSV header except
-    ``path_column``, CheXpert's metadata columns (:data:`CHEXPERT_METADATA`) and ``extra_columns``, in CSV order.
-    On a CheXpert CSV these are the 14 :data:`CHEXPERT_LABELS`; on a user's CSV with a path column and finding
-    columns, the finding columns."""
+    """The default label columns of :func:`load_chexpert_datalist`: the CSV header's columns except
+    ``path_column``, :data:`CHEXPERT_METADATA` and ``extra_columns``, in CSV order."""
     return _default_label_columns(list(_read_csv(Path(csv_path), nrows=0).columns), path_column, extra_columns)
 
 
@@ -156,60 +119,32 @@ def load_chexpert_datalist(
     on_missing: str = "raise",
     path_column: str = "Path",
 ) -> list[dict]:
-    """Read a CheXpert-style CSV into a MONAI datalist.
+    """Read a CheXpert-style CSV (a path column and label columns) into a MONAI datalist.
 
-    The CSV needs a path column and label columns, nothing else; CheXpert's metadata columns (``Sex``,
-    ``Age``, ``Frontal/Lateral``, ``AP/PA``) are used only when present or asked for.
-
-    Each item is ``{"image": absolute path (str), "label": float32 array (len(label_columns),),
-    "id": the CSV path without its suffix (e.g. "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal"),
-    "row": spreadsheet row number, **extras}``. Extras are the ``extra_columns`` under lower-case
-    identifier keys (``"Sex"`` -> ``"sex"``, ``"Frontal/Lateral"`` -> ``"frontal_lateral"``, ``"AP/PA"`` ->
-    ``"ap_pa"``): numeric columns as float (blank -> NaN), others as str (blank -> ``""``), so batches
-    collate. The ``id`` is what logs and MLflow see only as a pseudonym (:mod:`monai_patronus.tracking.privacy`);
-    the ``row`` is how messages name an item.
-
-    Label values: ``1.0`` positive, ``0.0`` negative, blank (not mentioned) -> ``0.0``, ``-1.0``
-    (uncertain) -> by ``uncertain``: ``"ones"`` (U-Ones: 1), ``"zeros"`` (U-Zeros: 0), ``"ignore"``
-    (NaN, mask it in the loss) or ``"error"`` (raise); or a dict giving a policy per label column.
+    Each item is ``{"image": absolute path, "label": float32 (len(label_columns),), "id": the CSV path without
+    suffix, "row": spreadsheet row, **extras}`` (``"Frontal/Lateral"`` -> key ``"frontal_lateral"``, numeric
+    columns as float). Labels: blank -> 0.0, uncertain -1.0 by ``uncertain``: ``"ones"`` (U-Ones), ``"zeros"``,
+    ``"ignore"`` (NaN, mask it in the loss) or ``"error"``.
 
     Args:
         csv_path: the CSV file.
-        image_root: folder the ``Path`` column is relative to (absolute paths are kept). ``None``: the
-            CSV's folder, or its parent when every path starts with the CSV folder's name (the CheXpert
-            layout, where ``CheXpert-v1.0-small/train.csv`` lists ``CheXpert-v1.0-small/train/...``).
-        label_columns: label columns in output order; ``None``: :func:`chexpert_label_columns` (every column but
-            the path, the metadata and the extra columns; on a CheXpert CSV, the 14 :data:`CHEXPERT_LABELS`).
-        uncertain: ``"ones"``, ``"zeros"``, ``"ignore"``, ``"error"``, or ``{column: policy}`` for all
-            ``label_columns``.
-        frontal_only: ``True``: keep only rows whose ``Frontal/Lateral`` is ``Frontal`` (the column must exist);
-            ``False``: keep every row; ``None``: keep frontal rows when the CSV has a ``Frontal/Lateral`` column,
-            every row otherwise.
+        image_root: folder the paths are relative to. ``None``: the CSV's folder, or its parent when every path
+            starts with the CSV folder's name (the CheXpert layout).
+        label_columns: label columns in output order; ``None``: :func:`chexpert_label_columns`.
+        uncertain: a policy, or ``{column: policy}`` for all ``label_columns``.
+        frontal_only: keep only ``Frontal/Lateral == Frontal`` rows (``True``: the column must exist; ``None``:
+            when the column exists).
         extra_columns: more columns to copy into each item (they must exist).
-        on_missing: a row whose image file does not exist: ``"raise"`` (ValueError naming the row)
-            or ``"skip"`` (dropped, counted and logged as a warning on ``monai_patronus.data`` by row number).
+        on_missing: a row whose image file does not exist: ``"raise"`` or ``"skip"`` (counted and logged by row).
         path_column: the image path column.
 
     Returns:
         The datalist, in CSV order.
-
-    Raises:
-        ValueError: missing or unreadable CSV; a row longer than the header; missing column (named, with the
-            available ones); blank path; label value other than 1, 0, -1 or blank (row and column named); an
-            uncertain label with ``uncertain="error"``; a missing image with ``on_missing="raise"``; an empty
-            datalist.
-        TypeError: ``uncertain`` of the wrong type.
     """
-    pd, has_pandas = optional_import("pandas")
-    if not has_pandas:
-        raise ImportError("load_chexpert_datalist needs pandas: pip install 'monai-patronus[medical]' or pandas.")
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
         raise ValueError(f"load_chexpert_datalist: CSV file {csv_path} does not exist (or is not a file).")
-    if on_missing not in ("raise", "skip"):
-        raise ValueError(f"load_chexpert_datalist: on_missing must be 'raise' or 'skip', got {on_missing!r}.")
-    if frontal_only not in (True, False, None):
-        raise ValueError(f"load_chexpert_datalist: frontal_only must be True, False or None (auto), got {frontal_only!r}.")
+    on_missing = look_up_option(on_missing, ("raise", "skip"))
     extra_columns = list(extra_columns)
     if label_columns is not None and not list(label_columns):
         raise ValueError("load_chexpert_datalist: label_columns is empty; give at least one label column or None.")
@@ -303,8 +238,8 @@ def load_chexpert_datalist(
     if missing:
         shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
         logger.warning(
-            "load_chexpert_datalist: skipped %d of %d rows of %s whose image file does not exist (rows %s).",
-            len(missing), len(frame), csv_path.name, shown,
+            f"load_chexpert_datalist: skipped {len(missing)} of {len(frame)} rows of {csv_path.name} whose image "
+            f"file does not exist (rows {shown})."
         )
     if not datalist:
         raise ValueError(

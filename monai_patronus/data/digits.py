@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.utils import optional_import
+from sklearn.datasets import load_digits
 
 __all__ = ["load_digits_images"]
 
@@ -24,12 +24,11 @@ def load_digits_images(size: int = 16, num_images: int | None = None, digits: tu
     Returns:
         ``(images, labels)``: ``(N, 1, size, size)`` float32 and ``(N,)`` long.
     """
-    datasets, has_sklearn = optional_import("sklearn.datasets")
-    if not has_sklearn:
-        raise ImportError("load_digits_images needs scikit-learn: pip install 'monai-patronus[test]' or scikit-learn.")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+    if size < 8:
         raise ValueError(f"load_digits_images: size must be an int >= 8, got {size!r}.")
-    bunch = datasets.load_digits()
+    if num_images is not None and num_images < 1:
+        raise ValueError(f"load_digits_images: num_images must be a positive int or None, got {num_images!r}.")
+    bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0  # 0..16 -> [0, 1]
     labels = torch.as_tensor(bunch.target, dtype=torch.long)
     if digits is not None:
@@ -38,8 +37,6 @@ def load_digits_images(size: int = 16, num_images: int | None = None, digits: tu
             raise ValueError(f"load_digits_images: digits must be classes in 0..9, got {digits!r}.")
         images, labels = images[keep], labels[keep]
     if num_images is not None:
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"load_digits_images: num_images must be a positive int or None, got {num_images!r}.")
         images, labels = images[:num_images], labels[:num_images]
     if size != 8:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)

@@ -14,9 +14,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from monai.utils import optional_import
+from monai.utils import look_up_option, optional_import
 
-__all__ = ["MNI152_SLICE_ATTRIBUTES", "mni152_slice_attributes", "mni152_template_path", "prepare_mni152_slices", "prepare_mni152_volumes"]
+__all__ = [
+    "MNI152_SLICE_ATTRIBUTES",
+    "mni152_slice_attributes",
+    "mni152_template_path",
+    "prepare_mni152_slices",
+    "prepare_mni152_volumes",
+]
 
 logger = logging.getLogger("monai_patronus.data")
 
@@ -29,12 +35,11 @@ _TEMPLATES = {
 
 def mni152_template_path(kind: str = "t1") -> Path:
     """Path of an MNI152 template inside the installed nilearn package (``kind``: t1, gm or wm)."""
-    if kind not in _TEMPLATES:
-        raise ValueError(f"mni152_template_path: kind must be one of {sorted(_TEMPLATES)}, got {kind!r}.")
+    name = look_up_option(kind, _TEMPLATES)
     nilearn, has_nilearn = optional_import("nilearn")
     if not has_nilearn:
         raise ImportError("The MNI152 demo data ship with nilearn: pip install 'monai-patronus[medical]' (or nilearn).")
-    path = Path(nilearn.__file__).parent / "datasets" / "data" / _TEMPLATES[kind]
+    path = Path(nilearn.__file__).parent / "datasets" / "data" / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the installed nilearn; reinstall nilearn.")
     return path
@@ -71,7 +76,7 @@ def prepare_mni152_slices(
     """
     from PIL import Image
 
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+    if step < 1:
         raise ValueError(f"prepare_mni152_slices: step must be an int >= 1, got {step!r}.")
     if not axes or any(a not in (0, 1, 2) for a in axes):
         raise ValueError(f"prepare_mni152_slices: axes must be a non-empty subset of (0, 1, 2), got {axes!r}.")
@@ -95,7 +100,8 @@ def prepare_mni152_slices(
             name = f"mni152_t1_ax{axis}_{index:03d}"
             path = output_dir / f"{name}.png"
             if not path.exists():
-                _atomic_write(path, lambda tmp, im=image: Image.fromarray(np.ascontiguousarray(im.astype(np.uint8))).save(tmp, format="PNG"))
+                png = Image.fromarray(np.ascontiguousarray(image.astype(np.uint8)))
+                _atomic_write(path, lambda tmp, im=png: im.save(tmp, format="PNG"))
             datalist.append({"image": str(path), "id": name})
     _atomic_write(manifest, lambda tmp: Path(tmp).write_text(json.dumps(datalist, indent=1)))
     logger.info("MNI152 demo data: %d PNG slices in %s", len(datalist), output_dir)

@@ -1,19 +1,7 @@
-"""Image readers for :class:`monai.transforms.LoadImaged`: SimpleITK, a privacy-safe DICOM reader, and a
-dispatcher that picks the right reader from the file name.
-
-- :class:`SimpleITKReader` reads MHA/MHD/NRRD/NIfTI with SimpleITK (MONAI's ``ITKReader`` needs the
-  ``itk`` package, which is much larger). Arrays and affines follow MONAI's reader convention, so a
-  volume loads the same through this reader as through ``NibabelReader``.
-- :class:`DicomReader` is MONAI's ``PydicomReader`` (which already applies RescaleSlope/Intercept)
-  plus what X-rays need: MONOCHROME1 images are inverted so that higher means brighter, multi-frame
-  files come out with the frames as the last spatial axis (like a series), colour files
-  (SamplesPerPixel=3) with their samples as channels, and the metadata is a whitelist of technical
-  tags, so no patient identifier reaches the ``MetaTensor`` meta dict (which ends up in logs,
-  checkpoints and batch dicts). Compressed transfer syntaxes (JPEG-LS, JPEG Lossless, JPEG 2000, ...)
-  are decoded by pydicom's plugins: install the ``medical`` extra, which brings the pylibjpeg decoders.
-- :class:`MedicalImageReader` chooses among these, ``NibabelReader``, ``PILReader`` and
-  ``NumpyReader`` by suffix (DICOM also by directory or by the ``DICM`` preamble), so one loader
-  handles a mixed datalist without MONAI's try-every-reader fallback.
+"""Image readers for :class:`monai.transforms.LoadImaged`: :class:`SimpleITKReader` (MONAI's ``ITKReader`` needs
+the much larger ``itk``), a privacy-safe :class:`DicomReader`, and :class:`MedicalImageReader`, which picks the
+reader from the file name (``LoadImage`` would also try MONAI's default readers, and ``PydicomReader`` accepts
+any name).
 """
 
 from __future__ import annotations
@@ -21,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from monai.data import ImageReader, NibabelReader, NumpyReader, PILReader, PydicomReader
-from monai.data.image_reader import _copy_compatible_dict, _stack_images
-from monai.data.utils import affine_to_spacing, orientation_ras_lps
+from monai.data.utils import affine_to_spacing, is_no_channel, orientation_ras_lps
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple, optional_import
 
 sitk, has_sitk = optional_import("SimpleITK")
@@ -53,25 +42,10 @@ PIL_SUFFIXES = ("png", "jpg", "jpeg", "bmp", "tif", "tiff")
 NUMPY_SUFFIXES = ("npy", "npz")
 
 # Technical DICOM attributes kept in the meta dict by DicomReader (besides the geometry MONAI needs).
-DICOM_TECHNICAL_TAGS = (
-    "Modality",
-    "PhotometricInterpretation",
-    "PresentationLUTShape",
-    "Rows",
-    "Columns",
-    "NumberOfFrames",
-    "SamplesPerPixel",
-    "BitsAllocated",
-    "BitsStored",
-    "HighBit",
-    "PixelRepresentation",
-    "PixelSpacing",
-    "ImagerPixelSpacing",
-    "RescaleSlope",
-    "RescaleIntercept",
-    "RescaleType",
-    "ViewPosition",
-    "BodyPartExamined",
+DICOM_TECHNICAL_TAGS = tuple(
+    "Modality PhotometricInterpretation PresentationLUTShape Rows Columns NumberOfFrames SamplesPerPixel "
+    "BitsAllocated BitsStored HighBit PixelRepresentation PixelSpacing ImagerPixelSpacing RescaleSlope "
+    "RescaleIntercept RescaleType ViewPosition BodyPartExamined".split()
 )
 
 # Value representations that carry names, dates, times, ages or unique ids: never kept.
@@ -101,21 +75,15 @@ def _full_suffix_match(name: str, suffixes: Sequence[str]) -> bool:
 class SimpleITKReader(ImageReader):
     """Load MHA/MHD/NRRD/NIfTI (any format SimpleITK reads) for :class:`monai.transforms.LoadImage`.
 
-    Follows MONAI's ``ITKReader`` conventions: the array is indexed ``(x, y[, z])`` (SimpleITK's numpy
-    view ``(z, y, x)`` transposed), multi-component pixels come last with ``original_channel_dim=-1``,
-    the affine is ``direction @ diag(spacing)`` with the origin as translation, converted from ITK's LPS
-    to RAS (``affine_lps_to_ras=True``), so images come out in the same orientation as with
-    ``NibabelReader``. ``spatial_shape`` is ``img.GetSize()``.
-
-    Header entries are copied into the meta dict except ITK-internal ``ITK_*`` keys and DICOM-tag keys
-    (``"gggg|eeee"``, e.g. ``"0010|0010"`` = PatientName, which SimpleITK writes when converting
-    DICOM), so patient identifiers carried over from DICOM do not reach the meta dict.
+    As MONAI's ``ITKReader``: the array is ``(x, y[, z])``, vector pixels last (``original_channel_dim=-1``), the
+    affine ``direction @ diag(spacing)`` plus origin, LPS -> RAS. Header entries are copied except ``ITK_*`` and
+    DICOM-tag keys (``"0010|0010"`` = PatientName).
 
     Args:
-        channel_dim: the channel axis of the returned array, stored as ``original_channel_dim`` for
-            ``EnsureChannelFirstd``; ``None``: ``"no_channel"`` for scalar images, ``-1`` otherwise.
+        channel_dim: the channel axis of the returned array; ``None``: ``"no_channel"`` for scalar images,
+            ``-1`` otherwise.
         affine_lps_to_ras: convert the affine from ITK's LPS to RAS (like ``NibabelReader``).
-        kwargs: passed to ``SimpleITK.ReadImage`` (e.g. ``outputPixelType=SimpleITK.sitkFloat32``).
+        kwargs: passed to ``SimpleITK.ReadImage``.
     """
 
     suffixes = ITK_SUFFIXES + NIFTI_SUFFIXES + ("gipl", "gipl.gz", "vtk", "hdr")
@@ -141,11 +109,9 @@ class SimpleITKReader(ImageReader):
     def get_data(self, img) -> tuple[np.ndarray, dict]:
         """Return ``(array, meta)`` with ``affine``, ``original_affine``, ``spatial_shape``, ``space`` and
         ``original_channel_dim`` set as MONAI's readers do; several images are stacked as channels."""
-        arrays: list[np.ndarray] = []
-        compatible_meta: dict = {}
+        arrays, metas = [], []
         for image in img if isinstance(img, (list, tuple)) else [img]:  # a SimpleITK.Image iterates over pixels
             data = self._get_array_data(image)
-            arrays.append(data)
             header = self._get_meta_dict(image)
             header[MetaKeys.ORIGINAL_AFFINE] = self._get_affine(image)
             header[MetaKeys.SPACE] = SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS
@@ -156,8 +122,21 @@ class SimpleITKReader(ImageReader):
                 header[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan") if no_channel else -1
             else:
                 header[MetaKeys.ORIGINAL_CHANNEL_DIM] = self.channel_dim
-            _copy_compatible_dict(header, compatible_meta)
-        return _stack_images(arrays, compatible_meta), compatible_meta
+            arrays.append(data)
+            metas.append(header)
+        meta = metas[0]
+        for other in metas[1:]:
+            if not (
+                np.allclose(other[MetaKeys.AFFINE], meta[MetaKeys.AFFINE])
+                and np.array_equal(other[MetaKeys.SPATIAL_SHAPE], meta[MetaKeys.SPATIAL_SHAPE])
+            ):
+                raise ValueError("SimpleITKReader: files stacked as channels must share the affine and spatial shape.")
+        if len(arrays) == 1:
+            return arrays[0], meta
+        if is_no_channel(meta[MetaKeys.ORIGINAL_CHANNEL_DIM]):
+            meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
+            return np.stack(arrays), meta
+        return np.concatenate(arrays, axis=int(meta[MetaKeys.ORIGINAL_CHANNEL_DIM])), meta
 
     @staticmethod
     def _spatial_rank(image) -> int:
@@ -245,59 +224,22 @@ def _plain_value(value) -> Any:
 
 
 class DicomReader(PydicomReader):
-    """MONAI's ``PydicomReader`` made safe for (X-ray) training data.
+    """MONAI's ``PydicomReader`` made safe for (X-ray) training data:
 
-    What ``PydicomReader`` (MONAI 1.6) does and does not do, and what this class adds:
-
-    - RescaleSlope/RescaleIntercept: applied by ``PydicomReader`` (float32 ``slope * stored + intercept``).
-      Kept as is.
-    - MONOCHROME1 (minimum = white, common for CR/DX X-rays): ``PydicomReader`` returns the raw values,
-      so such images come out inverted. Here they are flipped within the representable range so that
-      higher means brighter: ``out = lo + hi - value`` where ``[lo, hi]`` is the stored range given by
-      BitsStored/PixelRepresentation mapped through the rescale (``(2**BitsStored - 1) - stored`` for
-      unsigned data without rescale). The flip depends only on the header, not the image content.
-      ``PhotometricInterpretation`` in the meta dict keeps the file's value.
-    - Metadata: ``PydicomReader(prune_metadata=False)`` copies every tag (PatientName, PatientID, ...);
-      its default keeps only the geometry tags ``00200037``/``00200032``/``00280030`` (needed for the
-      affine). This reader always keeps those geometry entries plus ``keep_tags`` (a whitelist of
-      technical keywords, :data:`DICOM_TECHNICAL_TAGS` by default) as plain values under their
-      keyword; tags that may identify a patient (person names, ids, UIDs, dates, institution, ...)
-      are refused in ``keep_tags``.
-    - ``verify_suffix`` accepts ``.dcm``/``.dicom``/``.dic`` files, directories (series) and files with
-      the ``DICM`` preamble, instead of every file.
-    - Projection radiographs (CR/DX) have no ImageOrientationPatient/ImagePositionPatient, for which
-      ``PydicomReader`` warns and returns an identity affine; here the affine then assumes the default
-      orientation (rows along y, columns along x), origin 0 and PixelSpacing (else ImagerPixelSpacing).
-    - Axes. ``PydicomReader`` returns a single-frame file as ``(columns, rows)`` = ``(x, y)`` (``swap_ij``)
-      and a series directory as ``(x, y, slices)``, but a multi-frame file (pydicom's ``pixel_array`` is
-      ``(frames, rows, columns)``) as ``(rows, frames, columns)``: a silently permuted volume. Here the
-      frames become the last spatial axis, ``(x, y, frames)`` (``out[i, j, k] == pixel_array[k, j, i]``),
-      as for a series, and ``NumberOfFrames`` is always in the meta dict of a multi-frame file (so a 2-D
-      pipeline can say what it got).
-    - Colour. ``PydicomReader`` treats the samples of an RGB file (SamplesPerPixel=3; pydicom converts YBR
-      to RGB) as a spatial axis with ``original_channel_dim="no_channel"``. Here they are the last axis
-      with ``original_channel_dim=-1`` (unless ``channel_dim`` is given), so ``EnsureChannelFirstd`` gives
-      ``(3, x, y[, frames])``. Colour files cannot be stacked with other files as channels.
-
-    VOI LUT / windowing is not applied: ``medical_image_transforms`` rescales intensities with robust
-    percentiles instead.
+    - MONOCHROME1 is flipped (``out = lo + hi - value``, ``[lo, hi]`` the rescaled stored range) so higher is brighter.
+    - Metadata: the geometry MONAI needs plus the technical ``keep_tags``; identifying keywords are refused.
+    - ``verify_suffix``: ``.dcm``/``.dicom``/``.dic``, directories and files with the ``DICM`` preamble only.
+    - Radiographs without patient geometry get the default orientation, origin 0 and (Imager)PixelSpacing.
+    - Multi-frame files load as ``(x, y, frames)``, like a series; colour samples last
+      (``original_channel_dim=-1``). VOI LUT / windowing is not applied.
 
     Args:
         keep_tags: DICOM keywords of technical attributes to copy into the meta dict when present.
         invert_monochrome1: flip MONOCHROME1 images so that higher is brighter.
-        kwargs: passed to ``PydicomReader`` (``channel_dim``, ``affine_lps_to_ras``, ``swap_ij``,
-            ``fname_regex``, ``pydicom.dcmread`` arguments); ``prune_metadata`` is not accepted.
-
-    Raises:
-        ValueError: when ``keep_tags`` holds an unknown or identifying keyword, or ``prune_metadata``
-            is given. ``get_data`` raises a ``ValueError`` for colour files given together with other
-            files (stacked as channels), and when pydicom's array does not have the shape the header
-            announces.
+        kwargs: passed to ``PydicomReader``; ``prune_metadata`` is not accepted.
     """
 
-    def __init__(
-        self, keep_tags: Sequence[str] = DICOM_TECHNICAL_TAGS, invert_monochrome1: bool = True, **kwargs
-    ):
+    def __init__(self, keep_tags: Sequence[str] = DICOM_TECHNICAL_TAGS, invert_monochrome1: bool = True, **kwargs):
         if "prune_metadata" in kwargs:
             raise ValueError(
                 "DicomReader: prune_metadata is not supported, the meta dict is always the geometry plus "
@@ -312,9 +254,8 @@ class DicomReader(PydicomReader):
         return has_pydicom and all(_looks_like_dicom(f"{f}") for f in ensure_tuple(filename))
 
     def _get_meta_dict(self, img) -> dict:
-        # MONAI's PydicomReader converts the whole header to JSON before pruning it, and pydicom logs the value
-        # of any invalid element it meets (e.g. a UID with letters): identifiers in the training log. Convert
-        # the geometry alone (what prune_metadata keeps), with only the geometry items of functional groups.
+        # PydicomReader converts the whole header to JSON (pydicom logs invalid values: identifiers in the
+        # log) before pruning it: convert the geometry alone.
         geometry = pydicom.Dataset()
         for tag in _GEOMETRY_TAGS:
             if tag in img:
@@ -334,29 +275,24 @@ class DicomReader(PydicomReader):
             value = _plain_value(img.get(keyword, None))
             if value is not None:
                 meta[keyword] = value
-        frames = _number_of_frames(img)
+        frames = _header_count(img, "NumberOfFrames")
         if frames > 1:  # whatever keep_tags says: CheckImaged names it when a 2-D pipeline gets a volume
             meta["NumberOfFrames"] = frames
         return meta
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
-        """``PydicomReader.get_data`` with colour samples as the last (channel) axis: ``(x, y[, z], 3)``,
-        ``original_channel_dim=-1``, ``spatial_shape`` and ``spacing`` without the samples axis.
-
-        Raises:
-            ValueError: colour files or series given together with other files (stacked as channels).
-        """
+        """``PydicomReader.get_data`` with colour samples as the last (channel) axis: ``(x, y[, z], 3)``."""
         data, meta = super().get_data(img)
         datasets = img if isinstance(img, (list, tuple)) else [img]
         first = datasets[0][0] if isinstance(datasets[0], (list, tuple)) else datasets[0]
-        if _samples_per_pixel(first) == 1:
+        samples = _header_count(first, "SamplesPerPixel")
+        if samples == 1:
             return data, meta
         several = isinstance(img, (list, tuple)) and (not self.has_series or isinstance(img[0], (list, tuple)))
         if several:
             raise ValueError(
-                f"DicomReader: colour DICOM (SamplesPerPixel={_samples_per_pixel(first)}) cannot be stacked with "
-                f"other files as channels ({len(datasets)} files or series given); load one colour file or series "
-                "per key."
+                f"DicomReader: colour DICOM (SamplesPerPixel={samples}) cannot be stacked with other files as channels "
+                f"({len(datasets)} files or series given); load one colour file or series per key."
             )
         spatial = list(meta[MetaKeys.SPATIAL_SHAPE])
         if self.has_series:  # slices (x, y, samples) were stacked on a new last axis: (x, y, samples, slices)
@@ -383,7 +319,7 @@ class DicomReader(PydicomReader):
         data = super()._get_array_data(img, filename)
         if "SegmentSequence" in img:  # DICOM SEG: PydicomReader._get_seg_data splits the frames itself
             return data
-        frames, samples = _number_of_frames(img), _samples_per_pixel(img)
+        frames, samples = _header_count(img, "NumberOfFrames"), _header_count(img, "SamplesPerPixel")
         expected = 2 + (frames > 1) + (samples > 1)
         if data.ndim != expected:
             raise ValueError(
@@ -411,22 +347,12 @@ class DicomReader(PydicomReader):
         return min(a, b), max(a, b)
 
 
-def _header_int(img, keyword: str, default: int) -> int:
+def _header_count(img, keyword: str) -> int:
+    """``NumberOfFrames``/``SamplesPerPixel`` of a pydicom dataset (1 when absent or unreadable)."""
     try:
-        value = img.get(keyword, None)
-        return default if value is None or value == "" else int(value)
+        return max(int(img.get(keyword, None) or 1), 1)
     except (TypeError, ValueError):
-        return default
-
-
-def _number_of_frames(img) -> int:
-    """NumberOfFrames of a pydicom dataset (1 when absent or unreadable)."""
-    return max(_header_int(img, "NumberOfFrames", 1), 1)
-
-
-def _samples_per_pixel(img) -> int:
-    """SamplesPerPixel of a pydicom dataset (1 when absent or unreadable)."""
-    return max(_header_int(img, "SamplesPerPixel", 1), 1)
+        return 1
 
 
 def _looks_like_dicom(name: str) -> bool:
@@ -442,8 +368,7 @@ _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
 def _composite_over_black(image):
-    """An image with alpha as ``RGB`` (or ``L`` for grey+alpha) composited over black:
-    ``round(colour * alpha / 255)`` per channel (PIL's alpha is 8-bit, 255 = opaque)."""
+    """An image with alpha as ``RGB`` (``L`` for grey+alpha) over black: ``round(colour * alpha / 255)``."""
     from PIL import Image
 
     grey = image.mode in ("LA", "La")
@@ -456,12 +381,9 @@ def _composite_over_black(image):
 def normalize_pil_mode(image):
     """``PILReader`` converter: one documented result per PIL mode.
 
-    - Alpha (``RGBA``, ``LA``, ``PA``, premultiplied ``RGBa``/``La``, and palette images with a transparent
-      colour): composited over black, ``round(colour * alpha / 255)``, to ``RGB`` (``L`` for ``LA``). An
-      opaque alpha (255 everywhere) therefore just disappears; a transparent pixel becomes black. The
-      result is the same for a 1-channel and a 3-channel pipeline.
-    - Palette (``P``), CMYK, YCbCr, HSV, LAB: to ``RGB`` (without it a palette PNG would load as palette
-      indices); 1-bit: to ``L``.
+    - Alpha (``RGBA``, ``LA``, ``PA``, ``RGBa``/``La``, transparent palette): composited over black to ``RGB``
+      (``L`` for ``LA``), ``round(colour * alpha / 255)``.
+    - Palette (``P``), CMYK, YCbCr, HSV, LAB: to ``RGB``; 1-bit: to ``L``.
     - Other modes (``L``, ``I;16``, ``I``, ``F``, ``RGB``) unchanged.
     """
     mode = image.mode
@@ -474,31 +396,30 @@ def normalize_pil_mode(image):
     return image
 
 
+@dataclass(frozen=True)
 class _Dispatched:
     """What :meth:`MedicalImageReader.read` returns: the chosen reader and its loaded object."""
 
-    __slots__ = ("reader", "obj")
+    reader: ImageReader
+    obj: Any
 
-    def __init__(self, reader: ImageReader, obj):
-        self.reader, self.obj = reader, obj
+
+# family: (suffixes, or None for DICOM detection; default reader)
+_FAMILIES = {
+    "NIfTI": (NIFTI_SUFFIXES, NibabelReader),
+    "MHA/MHD/NRRD": (ITK_SUFFIXES, SimpleITKReader),
+    "PNG/JPEG/BMP/TIFF": (PIL_SUFFIXES, partial(PILReader, converter=normalize_pil_mode)),
+    "NumPy": (NUMPY_SUFFIXES, NumpyReader),
+    "DICOM": (None, DicomReader),
+}
 
 
 class MedicalImageReader(ImageReader):
     """Pick a reader per file from its name, for ``LoadImaged(keys, reader=MedicalImageReader())``.
 
-    =====================================  ======================================================
-    name                                   reader
-    =====================================  ======================================================
-    ``.dcm .dicom .dic``, a directory,     ``dicom_reader`` (:class:`DicomReader`: MONOCHROME1
-    or a file with the ``DICM`` preamble   inverted, rescale applied, no patient tags in meta)
-    ``.nii .nii.gz``                       ``nifti_reader`` (MONAI's ``NibabelReader``)
-    ``.mha .mhd .nrrd .nhdr``              ``itk_reader`` (:class:`SimpleITKReader`)
-    ``.png .jpg .jpeg .bmp .tif .tiff``    ``pil_reader`` (``PILReader`` with :func:`normalize_pil_mode`:
-                                           palette to RGB, alpha composited over black)
-    ``.npy .npz``                          ``numpy_reader`` (MONAI's ``NumpyReader``)
-    =====================================  ======================================================
-
-    Several files given together (stacked as channels) must all use the same reader.
+    DICOM (suffix, directory or ``DICM`` preamble): :class:`DicomReader`; NIfTI: ``NibabelReader``; MHA/NRRD:
+    :class:`SimpleITKReader`; PNG/JPEG/BMP/TIFF: ``PILReader`` with :func:`normalize_pil_mode`; ``.npy .npz``:
+    ``NumpyReader``. Files stacked as channels must all use the same reader.
 
     Args:
         dicom_reader, nifti_reader, itk_reader, pil_reader, numpy_reader: replace the default reader
@@ -514,47 +435,17 @@ class MedicalImageReader(ImageReader):
         numpy_reader: ImageReader | None = None,
     ):
         super().__init__()
-        # (family, suffixes or None for DICOM detection, reader given by the user); plain data, so picklable.
-        self.families: list[tuple[str, tuple[str, ...] | None, ImageReader | None]] = [
-            ("NIfTI", NIFTI_SUFFIXES, nifti_reader),
-            ("MHA/MHD/NRRD", ITK_SUFFIXES, itk_reader),
-            ("PNG/JPEG/BMP/TIFF", PIL_SUFFIXES, pil_reader),
-            ("NumPy", NUMPY_SUFFIXES, numpy_reader),
-            ("DICOM", None, dicom_reader),
-        ]
-        self._instances: dict[str, ImageReader] = {}
+        self.readers = dict(zip(_FAMILIES, (nifti_reader, itk_reader, pil_reader, numpy_reader, dicom_reader)))
 
-    def _family(self, name: str) -> str | None:
-        for family, suffixes, _ in self.families:
+    @staticmethod
+    def _family(name: str) -> str | None:
+        for family, (suffixes, _) in _FAMILIES.items():
             if _looks_like_dicom(name) if suffixes is None else _full_suffix_match(name, suffixes):
                 return family
         return None
 
-    def _reader(self, family: str) -> ImageReader:
-        if family not in self._instances:
-            given = next(r for f, _, r in self.families if f == family)
-            self._instances[family] = given if given is not None else self._default_reader(family)
-        return self._instances[family]
-
-    @staticmethod
-    def _default_reader(family: str) -> ImageReader:
-        if family == "NIfTI":
-            return NibabelReader()
-        if family == "MHA/MHD/NRRD":
-            return SimpleITKReader()
-        if family == "PNG/JPEG/BMP/TIFF":
-            return PILReader(converter=normalize_pil_mode)
-        if family == "NumPy":
-            return NumpyReader()
-        return DicomReader()
-
     def reader_for(self, filename: Sequence[os.PathLike | str] | os.PathLike | str) -> ImageReader:
-        """The reader that :meth:`read` would use for ``filename``.
-
-        Raises:
-            ValueError: when a file does not exist, its type is not recognised, or several files
-                need different readers.
-        """
+        """The reader that :meth:`read` would use for ``filename`` (``ValueError`` when there is none)."""
         names = [f"{Path(f).expanduser()}" for f in ensure_tuple(filename)]
         families = set()
         for name in names:
@@ -573,7 +464,10 @@ class MedicalImageReader(ImageReader):
                 f"MedicalImageReader: files {names} need different readers ({sorted(families)}); files stacked "
                 "as channels must have the same type."
             )
-        return self._reader(families.pop())
+        family = families.pop()
+        if self.readers[family] is None:  # created on first use: SimpleITK and pydicom are optional
+            self.readers[family] = _FAMILIES[family][1]()
+        return self.readers[family]
 
     @staticmethod
     def supported_suffixes() -> tuple[str, ...]:

@@ -15,17 +15,9 @@ __all__ = ["create_patronus_trainer", "check_finite_loss"]
 
 
 def check_finite_loss(engine: SupervisedTrainer) -> None:
-    """Raise a ``FloatingPointError`` if ``engine.state.output["loss"]`` is NaN or infinite.
-
-    Attached by :func:`create_patronus_trainer` at ``IterationEvents.LOSS_COMPLETED``: after the loss (and any
-    term a handler adds there, e.g. the distinct loss) and before ``backward``, so the optimizer never steps on
-    a non-finite loss, no later checkpoint is written and nothing is registered.
-
-    Args:
-        engine: the trainer, during an iteration.
-
-    Raises:
-        FloatingPointError: the loss is not finite; names the epoch, the iteration, the loss terms and what to try.
+    """Raise a ``FloatingPointError`` naming the epoch, iteration and loss terms if ``engine.state.output["loss"]``
+    is NaN/Inf. :func:`create_patronus_trainer` runs it last at ``IterationEvents.LOSS_COMPLETED`` (after the terms
+    handlers add there, before ``backward``), so the optimizer never steps on a non-finite loss.
     """
     output = engine.state.output
     loss = output[CommonKeys.LOSS]
@@ -33,10 +25,13 @@ def check_finite_loss(engine: SupervisedTrainer) -> None:
         return
     terms = ", ".join(
         f"{key}={float(torch.as_tensor(output[key]).detach().float().mean()):g}"
-        for key in (CommonKeys.LOSS, "distinct_loss") if key in output
+        for key in (CommonKeys.LOSS, "distinct_loss")
+        if key in output
     )
     state = engine.state
-    within = f" ({(state.iteration - 1) % state.epoch_length + 1} of {state.epoch_length} in the epoch)" if state.epoch_length else ""
+    within = ""
+    if state.epoch_length:
+        within = f" ({(state.iteration - 1) % state.epoch_length + 1} of {state.epoch_length} in the epoch)"
     raise FloatingPointError(
         f"non-finite training loss ({terms}) at epoch {state.epoch}, iteration {state.iteration}{within}: training "
         "stopped before the optimizer stepped on it; the checkpoints already written are kept and no model is "
@@ -57,74 +52,61 @@ def create_patronus_trainer(
     finite_loss_check: bool = True,
     **kwargs,
 ) -> SupervisedTrainer:
-    """A ``SupervisedTrainer`` for ``MSE(ε, ε_θ(x_t, t, s(x0)))``.
+    """A ``SupervisedTrainer`` for ``MSE(ε, ε_θ(x_t, t, s(x0)))`` (``v`` instead of ``ε`` for a v-prediction scheduler).
 
-    Batches are dicts with an ``"image"`` key (images in [-1, 1]); ``DiffusionPrepareBatch`` draws
-    ``ε`` and ``t``, and the :class:`PatronusInferer` conditions the network on the clean image, so the
-    loss trains the encoder and the prototypes. Extra ``kwargs`` go to ``SupervisedTrainer`` (handlers,
-    ``amp``, ``key_train_metric`` ...); ``decollate`` defaults to False, so ``state.output`` is a dict.
-
-    With ``finite_loss_check`` (default) a NaN/Inf loss stops training with a ``FloatingPointError``
-    (:func:`check_finite_loss`) before the optimizer steps on it.
+    ``DiffusionPrepareBatch`` draws ``ε`` and ``t``; the inferer conditions the network on the clean image, so the
+    loss also trains the encoder and prototypes. ``decollate`` defaults to False (``state.output`` is a dict).
 
     Args:
         network: the :class:`~monai_patronus.networks.PatronusUNet` to train (DDP-wrapped when distributed).
         inferer: the :class:`PatronusInferer` (its scheduler's ``num_train_timesteps`` draws ``t``).
-        train_data_loader: batches of ``{"image": (B, C, *spatial)}``.
+        train_data_loader: batches of ``{"image": (B, C, *spatial)}`` in [-1, 1].
         optimizer: the optimizer of ``network``'s parameters.
         max_epochs: epochs to train.
         epoch_length: iterations per epoch (default: the loader's length).
         device: where the batches go.
-        finite_loss_check: raise on a non-finite loss (see :func:`check_finite_loss`).
-        kwargs: passed to ``SupervisedTrainer``.
-
-    Raises:
-        TypeError: ``inferer`` is not a ``PatronusInferer``.
+        finite_loss_check: stop on a NaN/Inf loss before the optimizer steps (:func:`check_finite_loss`).
+        kwargs: passed to ``SupervisedTrainer`` (handlers, ``amp``, ...).
     """
     if not isinstance(inferer, PatronusInferer):
         raise TypeError(f"create_patronus_trainer: inferer must be a PatronusInferer, got {type(inferer).__name__}.")
-    # decollating every batch costs time and nothing downstream needs per-sample outputs
-    kwargs.setdefault("decollate", False)
+    kwargs.setdefault("decollate", False)  # decollating costs time; nothing needs per-sample outputs
     trainer = SupervisedTrainer(
-        device=torch.device(device),
-        max_epochs=max_epochs,
-        epoch_length=epoch_length,
-        train_data_loader=train_data_loader,
-        network=network,
-        optimizer=optimizer,
-        loss_function=nn.MSELoss(),
+        torch.device(device),
+        max_epochs,
+        train_data_loader,
+        network,
+        optimizer,
+        nn.MSELoss(),
+        epoch_length,
         inferer=inferer,
         prepare_batch=_prepare_batch(inferer.scheduler),
         **kwargs,
     )
     if finite_loss_check:
-        # Not ignite's TerminateOnNan: it checks ITERATION_COMPLETED (after the optimizer has stepped on the NaN
-        # loss, so the weights are already NaN) and stops "gracefully" with engine.terminate(), which fires
-        # COMPLETED: the final checkpoint would be saved over the good ones and the tracking handler would
-        # register the NaN model as `candidate`. Raising at LOSS_COMPLETED, before backward, fires
-        # EXCEPTION_RAISED instead: the MLflow run is marked FAILED and no COMPLETED handler runs.
-        trainer.add_event_handler(IterationEvents.LOSS_COMPLETED, check_finite_loss)
+        # not ignite's TerminateOnNan: it runs after the optimizer stepped on the NaN loss and fires COMPLETED (final
+        # checkpoint and model registration); raising before backward fires EXCEPTION_RAISED instead
         trainer.add_event_handler(Events.STARTED, _check_loss_last)
     return trainer
 
 
 def _prepare_batch(scheduler) -> DiffusionPrepareBatch:
-    """MONAI's batch preparation for the scheduler's prediction type: the target is ε, or ``v`` for
-    ``prediction_type="v_prediction"`` (Salimans & Ho 2022)."""
+    """MONAI's batch preparation: target ε, or ``v`` for ``prediction_type="v_prediction"`` (Salimans & Ho 2022)."""
     T = scheduler.num_train_timesteps
-    if getattr(scheduler, "prediction_type", "epsilon") == "v_prediction":
+    kind = getattr(scheduler, "prediction_type", "epsilon")
+    if kind == "v_prediction":
         return VPredictionPrepareBatch(scheduler, num_train_timesteps=T)
-    if getattr(scheduler, "prediction_type", "epsilon") != "epsilon":
+    if kind != "epsilon":
         raise ValueError(
             f"create_patronus_trainer: the scheduler's prediction_type must be 'epsilon' or 'v_prediction', "
-            f"got {scheduler.prediction_type!r}."
+            f"got {kind!r}."
         )
     return DiffusionPrepareBatch(num_train_timesteps=T)
 
 
 def _check_loss_last(engine: SupervisedTrainer) -> None:
-    """Move :func:`check_finite_loss` to the end of the LOSS_COMPLETED handlers, so it checks the loss with
-    the terms of handlers attached after the trainer was made (e.g. ``PrototypeDistinctLossHandler.attach``)."""
+    """Attach :func:`check_finite_loss` last at LOSS_COMPLETED when the run starts, so it checks the loss with the
+    terms of handlers attached after the trainer was made (e.g. ``PrototypeDistinctLossHandler.attach``)."""
     if engine.has_event_handler(check_finite_loss, IterationEvents.LOSS_COMPLETED):
         engine.remove_event_handler(check_finite_loss, IterationEvents.LOSS_COMPLETED)
     engine.add_event_handler(IterationEvents.LOSS_COMPLETED, check_finite_loss)

@@ -1,4 +1,4 @@
-"""Diagnosis and evaluation of a trained Patronus model (METHOD.md section 6).
+"""Diagnosis and evaluation of a trained Patronus model (docs/method.md section 6).
 
 Conditioning metrics with chance levels: does generation use ``s`` (``conditioning``);
 attribute-prototype analysis (``attributes``), shortcut reports (``shortcuts``), prototype quality:
@@ -15,7 +15,6 @@ from .attributes import (
     attribute_auroc,
     attribute_labels,
     check_activations,
-    check_int,
     check_labels,
     encode_labelled,
     one_hot_classes,
@@ -65,19 +64,15 @@ __all__ = [
     "attribute_auroc",
     "attribute_labels",
     "check_activations",
-    "check_int",
     "check_labels",
-    "one_hot_classes",
-    "conditional_fid",
     "compare_conditioning",
+    "conditional_fid",
     "conditioning_gain",
     "conditioning_metrics",
     "conditioning_summary",
     "conditioning_table",
-    "edit_efficacy",
-    "sample_sanity",
-    "semantic_reconstruction",
     "counterfactual_test",
+    "edit_efficacy",
     "encode_labelled",
     "evaluate",
     "extract_features",
@@ -89,9 +84,12 @@ __all__ = [
     "load_feature_extractor",
     "match_prototypes",
     "mutual_information_matrix",
+    "one_hot_classes",
     "rank_shortcut_pairs",
     "reconstruction_metrics",
+    "sample_sanity",
     "seed_stability",
+    "semantic_reconstruction",
     "shortcut_report",
     "tad",
     "unconditional_fid",

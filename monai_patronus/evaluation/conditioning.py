@@ -1,33 +1,19 @@
 """Does generation use the prototype vector? Conditioning metrics, each with its chance level.
 
-Every Patronus explanation (what, where, when, edits, shortcut counterfactuals) is a statement about how the
-network *uses* ``s``. A network that ignores ``s`` still denoises, and DDIM inversion reconstructs through an untrained,
-zero-initialised network at > 100 dB (its ε = 0 makes inversion exact), so reconstruction PSNR says nothing
-about it. The
-metrics here compare the model with itself given the right and a wrong ``s`` (the other image is the next one in
-the given order: pass images in a shuffled or spread order, since neighbouring slices have similar ``s``); a network that ignores ``s``
-scores exactly the chance level, whatever else it learned.
-
-- :func:`semantic_reconstruction`: generate from fresh noise given ``s(x)``, and from the *same* noise given
-  the ``s`` of another image; PSNR/SSIM (and a feature distance) of both to ``x``. The gap is what ``s``
-  carries into generation (chance: 0; win rate chance: 0.5).
-- :func:`edit_efficacy`: set ``s_k`` to its plausible maximum (raise) or minimum (suppress), regenerate by
-  invert + regenerate (or by sampling), re-encode: the share of the intended change of ``s_k`` that the
-  regenerated image shows (chance: 0; 1 = the edit took fully), and how much of the pixel change falls in
-  prototype ``k``'s box relative to the box's share of the image (chance: 1).
-- :func:`conditioning_gain`: held-out denoising loss per timestep band with the right ``s`` against the same
-  images' ``s`` shuffled between them (chance: 0; the relative loss reduction that ``s`` buys).
-- :func:`sample_sanity`: saturation and range of generated images against the data.
-
-:func:`conditioning_metrics` runs all four on one fixed set of images (the training handler, ``evaluate``
-and the explain workflows use it); :func:`conditioning_summary` is the one line that goes beside every
-explanation figure.
+Reconstruction PSNR says nothing about ``s`` (DDIM inversion is exact even through a zero-initialised network), so
+these metrics compare the model given the right and a wrong ``s`` (the next image's: pass the images in a spread
+order); a network that ignores ``s`` scores exactly the chance level. :func:`conditioning_metrics` runs
+:func:`semantic_reconstruction`, :func:`edit_efficacy`, :func:`conditioning_gain` and :func:`sample_sanity` on one
+fixed set of images; :func:`conditioning_summary` is the line beside every explanation figure.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +21,8 @@ from monai.metrics import PSNRMetric, SSIMMetric
 from monai.networks.utils import eval_mode
 from torch import nn
 
-from monai_patronus.evaluation.generation import _check_image_range, _ssim_window
+from monai_patronus.evaluation.generation import _check_range, _ssim_window
+from monai_patronus.inferers import PatronusInferer
 
 __all__ = [
     "compare_conditioning",
@@ -54,22 +41,18 @@ def _derangement(n: int) -> torch.Tensor:
     return torch.roll(torch.arange(n), 1)
 
 
-def _per_image_similarity(prediction: torch.Tensor, target: torch.Tensor, win_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _per_image_similarity(prediction: torch.Tensor, target: torch.Tensor, win_size: int) -> tuple[torch.Tensor, ...]:
     """Per-image PSNR (dB, ``max_val = 2``) and SSIM (``data_range = 2``) from MONAI, images in [-1, 1]."""
-    window = _ssim_window("semantic_reconstruction", target.shape[2:], win_size)
+    window = _ssim_window(target.shape[2:], win_size)
     psnr = PSNRMetric(max_val=2.0, reduction="none")(y_pred=prediction, y=target).reshape(-1)
     ssim = SSIMMetric(spatial_dims=target.ndim - 2, data_range=2.0, win_size=window, reduction="none")
     return psnr, ssim(y_pred=prediction, y=target).reshape(target.shape[0], -1).mean(1)
 
 
-def _check_images(owner: str, images: object) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.ndim not in (4, 5) or not images.dtype.is_floating_point:
-        shown = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{owner}: images must be a float tensor (N, C, H, W[, D]) in [-1, 1], got {shown}.")
+def _check_images(images: torch.Tensor) -> torch.Tensor:
     if images.shape[0] < 2:
-        raise ValueError(f"{owner}: images must hold at least 2 images (each is compared with another's s), "
-                         f"got {images.shape[0]}.")
-    _check_image_range(owner, "images", images)
+        raise ValueError(f"images must hold at least 2 images (each is compared with another's s), got {len(images)}.")
+    _check_range("images", images)
     return images.float()
 
 
@@ -80,7 +63,7 @@ def _noise(images: torch.Tensor, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def semantic_reconstruction(
     network: nn.Module,
-    inferer,
+    inferer: PatronusInferer,
     images: torch.Tensor,
     num_inference_steps: int = 50,
     seed: int = 0,
@@ -90,53 +73,47 @@ def semantic_reconstruction(
 ) -> dict:
     """How much of an image its ``s`` reproduces when generating from fresh noise.
 
-    Each image ``x`` is generated twice from the same noise: given ``s(x)`` ("own") and given ``s`` of another
-    image of the set ("other", a cyclic shift). Both are clamped to [-1, 1] and compared with ``x``.
+    Each image ``x`` is generated twice from the same noise, given ``s(x)`` ("own") and ``s`` of another image (a
+    cyclic shift, "other"); both are clamped to [-1, 1] and compared with ``x``.
 
     Returns:
-        ``{"psnr": {"own", "other", "gap"}, "ssim": {...}, "win_rate", "num_images", "chance"}`` (means over
-        images; ``gap = own - other``; ``win_rate`` is the share of images whose own-``s`` sample is closer in
-        PSNR, differences below 0.001 dB counted as half a win), ``"feature_distance"`` (mean L2 distance of extractor features, ``gap = other -
-        own`` so that positive is better) with a ``feature_extractor``, and ``"samples"`` (own, CPU) when
-        ``return_samples``. A network that ignores ``s`` gives identical samples: every gap is 0 and the win
-        rate 0.5. ``samples`` are the own-``s`` samples before clamping (for :func:`sample_sanity`).
+        ``{"psnr": {"own", "other", "gap"}, "ssim": {...}, "win_rate", "num_images", "chance"}`` (means over images,
+        ``gap = own - other``; ``win_rate``: share of images whose own sample is closer in PSNR, differences below
+        0.001 dB counting half), ``"feature_distance"`` (mean L2 distance of ``feature_extractor`` features,
+        ``gap = other - own``) and ``"samples"`` (own samples before clamping, CPU) when ``return_samples``.
     """
-    x = _check_images("semantic_reconstruction", images)
+    x = _check_images(images)
     with eval_mode(network):
         s = network.encode(x)
         noise = _noise(x, seed)
-        raw = inferer.sample(torch.cat([noise, noise]), network, torch.cat([s, s[_derangement(len(x))]]),
-                             num_inference_steps)
+        raw = inferer.sample(
+            torch.cat([noise, noise]), network, torch.cat([s, s[_derangement(len(x))]]), num_inference_steps
+        )
     own, other = raw.clamp(-1.0, 1.0).chunk(2)
     psnr_own, ssim_own = _per_image_similarity(own, x, win_size)
     psnr_other, ssim_other = _per_image_similarity(other, x, win_size)
     tie = (psnr_own - psnr_other).abs() < 1e-3  # differences below 0.001 dB are rounding, not a win
     wins = ((psnr_own > psnr_other) & ~tie).float() + 0.5 * tie.float()
-    result = {
-        "psnr": _gap(psnr_own, psnr_other),
-        "ssim": _gap(ssim_own, ssim_other),
-        "win_rate": float(wins.mean()),
-        "num_images": int(x.shape[0]),
-        "num_inference_steps": num_inference_steps,
-        "chance": {"gap": 0.0, "win_rate": 0.5},
-    }
+    result = {"psnr": _gap(psnr_own, psnr_other), "ssim": _gap(ssim_own, ssim_other), "win_rate": float(wins.mean())}
+    result |= {"num_images": len(x), "num_inference_steps": num_inference_steps}
+    result["chance"] = {"gap": 0.0, "win_rate": 0.5}
     if feature_extractor is not None:
         with eval_mode(feature_extractor):
             f_x, f_own, f_other = (feature_extractor(t).flatten(1).float() for t in (x, own, other))
         d_own, d_other = (f_own - f_x).norm(dim=1), (f_other - f_x).norm(dim=1)
-        result["feature_distance"] = {"own": float(d_own.mean()), "other": float(d_other.mean()),
-                                      "gap": float((d_other - d_own).mean())}
+        result["feature_distance"] = _gap(d_own, d_other)
+        result["feature_distance"]["gap"] = float((d_other - d_own).mean())
     if return_samples:
         result["samples"] = raw[: len(x)].cpu()
     return result
 
 
 def _gap(own: torch.Tensor, other: torch.Tensor) -> dict:
-    finite = torch.isfinite(own) & torch.isfinite(other)  # identical images give PSNR inf
-    diff = torch.where(finite, own - other, torch.zeros_like(own))
-    return {"own": float(own[torch.isfinite(own)].mean()) if torch.isfinite(own).any() else math.inf,
-            "other": float(other[torch.isfinite(other)].mean()) if torch.isfinite(other).any() else math.inf,
-            "gap": float(diff.mean())}
+    def finite_mean(t: torch.Tensor) -> float:  # identical images give PSNR inf
+        return float(t[torch.isfinite(t)].mean()) if torch.isfinite(t).any() else math.inf
+
+    diff = torch.where(torch.isfinite(own) & torch.isfinite(other), own - other, torch.zeros_like(own))
+    return {"own": finite_mean(own), "other": finite_mean(other), "gap": float(diff.mean())}
 
 
 def _default_prototypes(reference: torch.Tensor, num_prototypes: int) -> list[int]:
@@ -149,7 +126,7 @@ def _default_prototypes(reference: torch.Tensor, num_prototypes: int) -> list[in
 @torch.no_grad()
 def edit_efficacy(
     network: nn.Module,
-    inferer,
+    inferer: PatronusInferer,
     images: torch.Tensor,
     prototypes: Sequence[int] | None = None,
     num_prototypes: int = 4,
@@ -162,38 +139,27 @@ def edit_efficacy(
 ) -> dict:
     """The share of an intended change of ``s_k`` that the regenerated image shows.
 
-    For each prototype ``k`` and each image, two edits: *raise* ``s_k`` to its plausible maximum and
-    *suppress* it to its plausible minimum (the paper's targets: the extremes of ``s_k`` over ``reference``,
-    by default over ``images``). ``"invert"``: invert the image, regenerate with the edited vector and compare
-    with the regeneration with the unedited vector (so inversion error cancels); ``"sample"``: generate from
-    fresh noise with both vectors. Per image and edit, ``efficacy = (s_k(edited) - s_k(unedited)) / (target -
-    s_k(x))``, over the edits whose intended change is at least ``min_change`` of ``k``'s range.
-
-    Where: for each edit the pixel change ``|edited - unedited|`` is compared with prototype ``k``'s box (its
-    receptive field at the closest cell: on the edited image for a raise, on the unedited one for a suppress).
-    ``in_box_ratio = (share of the change inside the box) / (share of the image the box covers)``: 1 is chance
-    (change spread evenly), larger means the edit changed the pattern's place.
+    Each prototype ``k`` is raised to its plausible maximum and suppressed to its plausible minimum (over
+    ``reference``); ``"invert"`` regenerates the inverted image with the edited and the unedited ``s``, ``"sample"``
+    generates both from fresh noise. ``efficacy = (s_k(edited) - s_k(unedited)) / (target - s_k(x))`` over the edits
+    changing ``s_k`` by at least ``min_change`` of its range; ``in_box_ratio``: the share of the pixel change inside
+    ``k``'s box over the share of the image the box covers (chance 1).
 
     Args:
         network, inferer: the model (eval mode set here and restored).
         images: ``(N, C, *spatial)`` in [-1, 1], N >= 2.
-        prototypes: the prototypes to edit; default the ``num_prototypes`` whose activation varies most over
-            ``reference``.
-        reference: ``(M, K)`` activations that define the plausible range (e.g. the training set's).
+        prototypes: the prototypes to edit; default the ``num_prototypes`` varying most over ``reference``.
+        reference: ``(M, K)`` activations that define the plausible range (default: those of ``images``).
         num_inference_steps, depth: the DDIM grid and partial inversion.
-        modes: ``"invert"`` and/or ``"sample"``.
-        seed: the noise of ``"sample"``.
-        min_change: see above.
+        modes: ``"invert"`` and/or ``"sample"``; seed: the noise of ``"sample"``.
 
     Returns:
-        ``{mode: {"raise": {"median", "mean", "count"}, "suppress": {...}, "in_box_ratio": {"median", "mean",
-        "count"}}, "prototypes", "chance": {"efficacy": 0, "in_box_ratio": 1}, ...}``. A network that ignores
-        ``s`` regenerates the same image: efficacy 0 and no change to locate (``in_box_ratio`` count 0).
+        ``{mode: {"raise": {"median", "mean", "count"}, "suppress": {...}, "in_box_ratio": {...}}, "prototypes",
+        "chance": {"efficacy": 0, "in_box_ratio": 1}, ...}``.
     """
-    x = _check_images("edit_efficacy", images)
-    unknown = [m for m in modes if m not in ("invert", "sample")]
-    if unknown or not modes:
-        raise ValueError(f"edit_efficacy: modes must be a non-empty subset of ('invert', 'sample'), got {tuple(modes)!r}.")
+    x = _check_images(images)
+    if not modes or not set(modes) <= {"invert", "sample"}:
+        raise ValueError(f"edit_efficacy: modes must be a non-empty subset of ('invert', 'sample'), got {modes!r}.")
     with eval_mode(network):
         s = network.encode(x)
         ref = s if reference is None else torch.as_tensor(reference, dtype=s.dtype, device=s.device)
@@ -213,18 +179,18 @@ def edit_efficacy(
                 intended.append(change)
                 keep.append(change.abs() >= min_change * max(float(high[k] - low[k]), 1e-12))
         target_s = torch.cat(targets)
-        result: dict = {"prototypes": ks, "num_images": n, "num_inference_steps": num_inference_steps, "depth": depth,
-                        "chance": {"efficacy": 0.0, "in_box_ratio": 1.0}}
+        result: dict = {"prototypes": ks, "num_images": n, "num_inference_steps": num_inference_steps, "depth": depth}
+        result["chance"] = {"efficacy": 0.0, "in_box_ratio": 1.0}
+        reps = (2 * p, *([1] * (x.ndim - 1)))  # one copy of the batch per edit
         for mode in modes:
             if mode == "invert":
                 latents = inferer.invert(x, network, s, num_inference_steps, depth=depth)
                 unedited = inferer.reconstruct(latents, network, s, num_inference_steps, depth=depth)
-                edited = inferer.reconstruct(latents.repeat(2 * p, *([1] * (x.ndim - 1))), network, target_s,
-                                             num_inference_steps, depth=depth)
+                edited = inferer.reconstruct(latents.repeat(*reps), network, target_s, num_inference_steps, depth=depth)
             else:
                 noise = _noise(x, seed)
                 unedited = inferer.sample(noise, network, s, num_inference_steps)
-                edited = inferer.sample(noise.repeat(2 * p, *([1] * (x.ndim - 1))), network, target_s, num_inference_steps)
+                edited = inferer.sample(noise.repeat(*reps), network, target_s, num_inference_steps)
             result[mode] = _efficacy(network, ks, x, unedited.clamp(-1, 1), edited.clamp(-1, 1), intended, keep)
     return result
 
@@ -264,7 +230,7 @@ def _stats(values: list[float]) -> dict:
 @torch.no_grad()
 def conditioning_gain(
     network: nn.Module,
-    inferer,
+    inferer: PatronusInferer,
     images: torch.Tensor,
     num_bands: int = 4,
     repeats: int = 2,
@@ -272,21 +238,16 @@ def conditioning_gain(
 ) -> dict:
     """Held-out denoising loss with the right ``s`` against ``s`` shuffled between the images, per timestep band.
 
-    The timesteps ``[0, T)`` are cut into ``num_bands`` equal bands; for each band and repeat, every image gets a
-    timestep drawn uniformly in the band and fresh noise, and the network's training loss (MSE to the noise, or
-    to the velocity for a ``v_prediction`` scheduler) is computed twice on the same noisy input: conditioned on
-    the image's own ``s`` and on another image's. ``gain = 1 - loss_right / loss_shuffled`` is the share of
-    the loss that knowing the right ``s`` removes (chance: 0; negative: the wrong ``s`` does better).
+    ``[0, T)`` is cut into ``num_bands`` equal bands; per band and repeat every image gets a uniform timestep in the
+    band and fresh noise, and the training loss (MSE to the noise, or to the velocity for ``v_prediction``) is
+    computed given its own and another image's ``s``. ``gain = 1 - loss_right / loss_shuffled`` (chance 0).
 
     Returns:
         ``{"bands": [[lo, hi), ...], "loss_right", "loss_shuffled", "gain" (per band), "mean_gain", "chance"}``.
     """
-    x = _check_images("conditioning_gain", images)
+    x = _check_images(images)
     scheduler = inferer.scheduler
-    T = int(scheduler.num_train_timesteps)
-    if isinstance(num_bands, bool) or not isinstance(num_bands, int) or not 1 <= num_bands <= T:
-        raise ValueError(f"conditioning_gain: num_bands must be an int in [1, {T}], got {num_bands!r}.")
-    edges = np.linspace(0, T, num_bands + 1).round().astype(int)
+    edges = np.linspace(0, int(scheduler.num_train_timesteps), num_bands + 1).round().astype(int)
     g = torch.Generator().manual_seed(seed)
     right, shuffled = [], []
     with eval_mode(network):
@@ -307,21 +268,26 @@ def conditioning_gain(
             right.append(l_right / repeats)
             shuffled.append(l_wrong / repeats)
     gain = [1.0 - r / w if w > 0 else 0.0 for r, w in zip(right, shuffled)]
-    return {"bands": [[int(a), int(b)] for a, b in zip(edges[:-1], edges[1:])], "loss_right": right,
-            "loss_shuffled": shuffled, "gain": gain, "mean_gain": float(np.mean(gain)), "chance": {"gain": 0.0}}
+    bands = [[int(a), int(b)] for a, b in zip(edges[:-1], edges[1:])]
+    result = {"bands": bands, "loss_right": right, "loss_shuffled": shuffled, "gain": gain}
+    return result | {"mean_gain": float(np.mean(gain)), "chance": {"gain": 0.0}}
 
 
 def sample_sanity(samples: torch.Tensor, images: torch.Tensor, threshold: float = 0.98) -> dict:
-    """Saturation and range of generated ``samples`` (unclamped) against the data ``images``.
-
-    ``saturated`` is the share of pixels beyond ``±threshold`` and ``out_of_range`` the share beyond ±1; the
-    data's own values are given beside them (a black background saturates real images too). A sampler that
-    diverges shows samples far more saturated than the data, a range far beyond [-1, 1] and a different spread.
+    """Saturation and range of generated ``samples`` (unclamped) against the data ``images``: ``saturated`` is the
+    share of pixels beyond ``±threshold``, ``out_of_range`` beyond ±1 (a diverging sampler saturates far more).
     """
+
     def describe(t: torch.Tensor) -> dict:
         t = t.float()
-        return {"saturated": float((t.abs() > threshold).float().mean()), "out_of_range": float((t.abs() > 1.0).float().mean()),
-                "min": float(t.min()), "max": float(t.max()), "mean": float(t.mean()), "std": float(t.std())}
+        return {
+            "saturated": float((t.abs() > threshold).float().mean()),
+            "out_of_range": float((t.abs() > 1.0).float().mean()),
+            "min": float(t.min()),
+            "max": float(t.max()),
+            "mean": float(t.mean()),
+            "std": float(t.std()),
+        }
 
     return {"samples": describe(samples), "data": describe(images), "threshold": threshold}
 
@@ -329,7 +295,7 @@ def sample_sanity(samples: torch.Tensor, images: torch.Tensor, threshold: float 
 @torch.no_grad()
 def conditioning_metrics(
     network: nn.Module,
-    inferer,
+    inferer: PatronusInferer,
     images: torch.Tensor,
     num_inference_steps: int = 50,
     num_prototypes: int = 4,
@@ -346,13 +312,15 @@ def conditioning_metrics(
         ``{"semantic_reconstruction", "edit_efficacy", "conditioning_gain", "sample_sanity", "summary"}``;
         ``summary`` is :func:`conditioning_summary`'s line.
     """
-    semantic = semantic_reconstruction(network, inferer, images, num_inference_steps, seed, feature_extractor,
-                                       return_samples=True)
+    semantic = semantic_reconstruction(
+        network, inferer, images, num_inference_steps, seed, feature_extractor, return_samples=True
+    )
     samples = semantic.pop("samples")
     result = {
         "semantic_reconstruction": semantic,
-        "edit_efficacy": edit_efficacy(network, inferer, images, None, num_prototypes, reference, num_inference_steps,
-                                       depth, edit_modes, seed),
+        "edit_efficacy": edit_efficacy(
+            network, inferer, images, None, num_prototypes, reference, num_inference_steps, depth, edit_modes, seed
+        ),
         "conditioning_gain": conditioning_gain(network, inferer, images, num_bands, seed=seed),
         "sample_sanity": sample_sanity(samples, images),
     }
@@ -376,8 +344,10 @@ def conditioning_summary(metrics: dict) -> str:
         parts.append(f"conditioning gain {gain['mean_gain']:.1%} (chance 0)")
     san = metrics.get("sample_sanity")
     if san:
-        parts.append(f"samples saturated {san['samples']['saturated']:.0%} (data {san['data']['saturated']:.0%}), "
-                     f"beyond ±1 {san['samples']['out_of_range']:.0%}")
+        parts.append(
+            f"samples saturated {san['samples']['saturated']:.0%} (data {san['data']['saturated']:.0%}), "
+            f"beyond ±1 {san['samples']['out_of_range']:.0%}"
+        )
     return "; ".join(parts)
 
 
@@ -385,33 +355,44 @@ def _cell(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def conditioning_table(results: dict) -> str:
-    """Markdown table of :func:`conditioning_metrics` results, one row per model, with the chance row."""
-    rows = [
-        "| model | semantic PSNR own / other / gap (dB) | SSIM gap | win rate | edit efficacy raise / suppress (median) "
-        "| in-box ratio | conditioning gain | saturated samples / data |",
-        "|---|---|---|---|---|---|---|---|",
-        "| chance | gap 0 | 0 | 0.50 | 0 / 0 | 1 | 0 | - |",
+def conditioning_table(results: dict, extra: dict[str, Callable[[dict], str]] | None = None) -> str:
+    """Markdown table of :func:`conditioning_metrics` results ``{model name: result}``, one row per model, with the
+    chance row; ``extra``: ``{column header: cell of a result}`` for columns after the name (e.g. training steps)."""
+    extra = extra or {}
+    head = [
+        "model",
+        *extra,
+        "semantic PSNR own / other / gap (dB)",
+        "SSIM gap",
+        "win rate",
+        "edit efficacy raise / suppress (median)",
+        "in-box ratio",
+        "conditioning gain",
+        "saturated samples / data",
     ]
+    rows = [head, ["---"] * len(head), ["chance", *["-"] * len(extra), "gap 0", "0", "0.50", "0 / 0", "1", "0", "-"]]
     for name, r in results.items():
         sem, san, gain = r["semantic_reconstruction"], r["sample_sanity"], r["conditioning_gain"]
         eff = r["edit_efficacy"]["invert" if "invert" in r["edit_efficacy"] else "sample"]
-        rows.append("| " + " | ".join([
-            name,
-            f"{sem['psnr']['own']:.2f} / {sem['psnr']['other']:.2f} / {sem['psnr']['gap']:+.2f}",
-            f"{sem['ssim']['gap']:+.3f}",
-            f"{sem['win_rate']:.2f}",
-            f"{_cell(eff['raise']['median'], '.2f')} / {_cell(eff['suppress']['median'], '.2f')}",
-            _cell(eff["in_box_ratio"]["median"], ".2f"),
-            f"{gain['mean_gain']:+.1%}",
-            f"{san['samples']['saturated']:.2f} / {san['data']['saturated']:.2f}",
-        ]) + " |")
-    return "\n".join(rows)
+        rows.append(
+            [
+                name,
+                *(cell(r) for cell in extra.values()),
+                f"{sem['psnr']['own']:.2f} / {sem['psnr']['other']:.2f} / {sem['psnr']['gap']:+.2f}",
+                f"{sem['ssim']['gap']:+.3f}",
+                f"{sem['win_rate']:.2f}",
+                f"{_cell(eff['raise']['median'], '.2f')} / {_cell(eff['suppress']['median'], '.2f')}",
+                _cell(eff["in_box_ratio"]["median"], ".2f"),
+                f"{gain['mean_gain']:+.1%}",
+                f"{san['samples']['saturated']:.2f} / {san['data']['saturated']:.2f}",
+            ]
+        )
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 def compare_conditioning(
     network: nn.Module,
-    inferer,
+    inferer: PatronusInferer,
     images: torch.Tensor,
     reference_weights: str | None,
     output_path: str | None = None,
@@ -421,20 +402,15 @@ def compare_conditioning(
     names: tuple[str, str] = ("this run", "reference"),
 ) -> dict:
     """The conditioning metrics of ``network`` beside those of the same architecture loaded from
-    ``reference_weights`` (e.g. a bundle's shipped pretrained model), on the same images, noise and settings.
+    ``reference_weights`` (e.g. a bundle's shipped model), on the same images, noise and settings.
 
-    For the end of a training run: prints a markdown table (:func:`conditioning_table`) and writes the numbers
-    to ``output_path`` (JSON) when given. When the reference cannot be loaded (no file, or another
-    architecture, e.g. after changing ``image_size``) only ``network`` is measured, and the reason is printed
-    and returned under ``"reference_skipped"``.
+    Prints :func:`conditioning_table` and writes the numbers to ``output_path`` (JSON) when given. When the reference
+    cannot be loaded (no file, another architecture) only ``network`` is measured and the reason is printed and
+    returned under ``"reference_skipped"``.
 
     Returns:
         ``{"results": {name: conditioning_metrics(...)}, "table": str, "num_images", "num_inference_steps"}``.
     """
-    import copy
-    import json
-    from pathlib import Path
-
     from monai_patronus.handlers import load_network_weights
 
     networks = {names[0]: network}
@@ -452,8 +428,10 @@ def compare_conditioning(
         for name, net in networks.items()
     }
     out["table"] = conditioning_table(out["results"])
-    print(f"Does generation follow s? {out['num_images']} held-out images, {num_inference_steps} DDIM steps, "
-          f"guidance {getattr(inferer, 'guidance_scale', 1.0):g}:\n{out['table']}")
+    print(
+        f"Does generation follow s? {out['num_images']} held-out images, {num_inference_steps} DDIM steps, "
+        f"guidance {getattr(inferer, 'guidance_scale', 1.0):g}:\n{out['table']}"
+    )
     if output_path is not None:
         Path(output_path).parent.mkdir(parents=True, exist_ok=True)
         Path(output_path).write_text(json.dumps(out, indent=1, default=float))

@@ -1,68 +1,36 @@
 """Prototype quality metrics of the InfoDiffusion protocol: linear-probe AUROC and TAD.
 
-Section 6 of ``METHOD.md`` (Patronus, Weng, Feragen, Bigdeli, ICLR 2026), following InfoDiffusion (Wang et al.,
+Section 6 of ``docs/method.md`` (Patronus, Weng, Feragen, Bigdeli, ICLR 2026), following InfoDiffusion (Wang et al.,
 ICML 2023, ``eval_disentanglement.py`` of https://github.com/isjakewong/InfoDiffusion), which takes TAD from
 NashAE (Yeats et al., https://github.com/ericyeats/nashae-beamsynthesis): the first 10,000 training samples,
-5-fold cross-validation, standardised activations ``s``,
-
-- :func:`linear_probe_auroc`: a logistic regression per attribute, held-out AUROC averaged over folds;
-- :func:`tad`: Total AUROC Difference, how well single prototypes capture single attributes.
-
-Labels follow :func:`monai_patronus.evaluation.attributes.check_labels` (``1``/``0``, ``NaN`` = not labelled,
-``-1`` = uncertain, resolved by ``uncertain``).
+5-fold cross-validation, standardised activations ``s``. Labels as in
+:func:`monai_patronus.evaluation.attributes.check_labels`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from monai.utils import look_up_option
+from scipy.stats import entropy as shannon_entropy
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.metrics import mutual_info_score
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from monai_patronus.evaluation.attributes import (
-    check_int,
-    skip_attribute,
     CONSTANT_POLICIES,
+    _skip,
     attribute_auroc,
     check_activations,
     check_labels,
 )
+from monai_patronus.utils import json_safe
 
 __all__ = ["ProbeResult", "TADResult", "linear_probe_auroc", "mutual_information_matrix", "tad"]
-
-
-# ---------------------------------------------------------------------------------------------- checks
-def _check_unit(owner: str, name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{owner}: {name} must be a float in [0, 1], got {value!r} ({type(value).__name__}).")
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ValueError(f"{owner}: {name} must be a float in [0, 1], got {value!r}.")
-    return float(value)
-
-
-def _first_rows(owner: str, activations: object, labels: object, max_samples: int) -> tuple[object, object]:
-    """The first ``max_samples`` rows of both (before any value check, so later rows never raise)."""
-    for name, value in (("activations", activations), ("labels", labels)):
-        if not hasattr(value, "__len__") or not hasattr(value, "__getitem__") or isinstance(value, (str, bytes, dict)):
-            raise TypeError(
-                f"{owner}: {name} must be a tensor, ndarray or list with one row per sample, "
-                f"got {type(value).__name__}."
-            )
-    try:
-        n_act, n_lab = len(activations), len(labels)  # type: ignore[arg-type]
-    except TypeError as e:
-        raise ValueError(f"{owner}: activations (N, K) and labels (N,) or (N, A) need a row axis ({e}).") from e
-    if n_act != n_lab:
-        raise ValueError(
-            f"{owner}: activations and labels must have the same number of rows, got {n_act} activation rows and "
-            f"{n_lab} label rows; give both for the same samples."
-        )
-    return activations[:max_samples], labels[:max_samples]  # type: ignore[index]
 
 
 # ---------------------------------------------------------------------------------------------- linear probe
@@ -71,14 +39,10 @@ class ProbeResult:
     """Cross-validated linear-probe AUROC per attribute (see :func:`linear_probe_auroc`).
 
     Attributes:
-        auroc: ``(A,)`` mean held-out AUROC over the folds.
-        per_fold: ``(A, folds)`` held-out AUROC of every fold.
-        names: the ``A`` attributes kept (skipped ones are left out).
-        num_labelled: ``(A,)`` labelled samples used per attribute.
-        num_positive: ``(A,)`` positive samples used per attribute.
-        skipped: ``{name: reason}`` of the attributes dropped with ``on_constant="skip"``.
-        folds: the number of folds.
-        seed: the seed of the fold split and the classifier.
+        auroc: ``(A,)`` mean held-out AUROC over the folds; ``per_fold``: ``(A, folds)``.
+        names: the ``A`` attributes kept; ``skipped``: ``{name: reason}`` of those dropped with ``on_constant="skip"``.
+        num_labelled, num_positive: ``(A,)`` labelled and positive samples used per attribute.
+        folds, seed: the number of folds and the seed of the split and the classifier.
     """
 
     auroc: np.ndarray
@@ -97,17 +61,7 @@ class ProbeResult:
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary."""
-        return {
-            "names": list(self.names),
-            "auroc": [float(v) for v in self.auroc],
-            "per_fold": self.per_fold.tolist(),
-            "mean": self.mean,
-            "num_labelled": [int(v) for v in self.num_labelled],
-            "num_positive": [int(v) for v in self.num_positive],
-            "skipped": dict(self.skipped),
-            "folds": self.folds,
-            "seed": self.seed,
-        }
+        return json_safe(asdict(self) | {"mean": self.mean})
 
 
 def linear_probe_auroc(
@@ -122,98 +76,56 @@ def linear_probe_auroc(
 ) -> ProbeResult:
     """Linear-probe AUROC per attribute: how linearly decodable each attribute is from ``s``.
 
-    Protocol (InfoDiffusion, ``METHOD.md`` §6): the first ``max_samples`` rows, in order. For each attribute,
-    over its labelled rows only: ``StratifiedKFold(folds, shuffle=True, random_state=seed)``; in each fold a
-    ``StandardScaler`` is fitted on the training part only (the held-out part is transformed with the training
-    mean/std, so no statistics leak from it), then ``LogisticRegression(max_iter=5000, random_state=seed)``
-    (L2, ``C=1``), and ``roc_auc_score`` of its held-out probabilities. The result is the mean over folds.
-
-    Differences from InfoDiffusion's script, which uses one unstratified ``KFold`` over all attributes jointly
-    and sklearn's default ``max_iter=100``: stratified folds per attribute (every fold holds both classes, so
-    the AUROC is always defined, and ``NaN``-labelled rows can be left out per attribute) and a higher
-    iteration cap (converged fits). Results are deterministic for a given ``seed``.
+    InfoDiffusion's protocol (``docs/method.md`` §6) on the first ``max_samples`` rows: per attribute, over its labelled
+    rows, ``cross_val_score`` of ``StandardScaler`` + ``LogisticRegression(max_iter=5000)`` with ``scoring="roc_auc"``
+    and ``StratifiedKFold(folds, shuffle=True, random_state=seed)`` (InfoDiffusion: unstratified ``KFold``,
+    ``max_iter=100``).
 
     Args:
         activations: ``(N, K)`` finite activations (tensor, ndarray or list).
-        labels: ``(N,)`` or ``(N, A)`` labels (see :func:`~monai_patronus.evaluation.attributes.check_labels`).
+        labels: ``(N,)`` or ``(N, A)`` labels.
         names: ``A`` attribute names.
         folds: number of cross-validation folds (``>= 2``).
         max_samples: use the first ``max_samples`` rows (InfoDiffusion: 10,000).
         seed: seed of the fold shuffling and of the classifier.
         uncertain: how ``-1`` labels are read.
-        on_constant: for an attribute with fewer positives or fewer negatives than ``folds`` among its labelled
-            rows (so stratified folds cannot all hold both classes; this includes constant and unlabelled
-            attributes): ``"error"`` raises naming the attribute and its counts; ``"skip"`` leaves it out of
-            the result, lists it in ``skipped`` and logs a warning. No attribute ever gets a silent ``NaN``.
+        on_constant: for an attribute with fewer than ``folds`` positives or negatives: ``"error"`` raises naming its
+            counts; ``"skip"`` leaves it out, lists it in ``skipped`` and logs a warning.
 
     Returns:
         :class:`ProbeResult`.
-
-    Raises:
-        TypeError / ValueError: for invalid inputs or too few samples of a class (with ``on_constant="error"``),
-            or when every attribute is skipped.
     """
-    owner = "linear_probe_auroc"
-    folds = check_int(owner, "folds", folds, 2)
-    max_samples = check_int(owner, "max_samples", max_samples, 1)
-    seed = check_int(owner, "seed", seed, 0)
-    if not isinstance(on_constant, str) or on_constant not in CONSTANT_POLICIES:
-        raise ValueError(f"{owner}: on_constant must be one of {list(CONSTANT_POLICIES)}, got {on_constant!r}.")
-    activations, labels = _first_rows(owner, activations, labels, max_samples)
-    y, names = check_labels(labels, names=names, owner=owner, uncertain=uncertain)
-    s = check_activations(activations, num_samples=y.shape[0], owner=owner)
-
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    kept, fold_rows, n_lab, n_pos_all = [], [], [], []
+    on_constant = look_up_option(on_constant, CONSTANT_POLICIES)
+    y, names = check_labels(labels[:max_samples], names=names, uncertain=uncertain)
+    s = check_activations(activations[:max_samples], num_samples=y.shape[0])
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
+    kept, fold_rows = [], []
     skipped: dict[str, str] = {}
     for a, name in enumerate(names):
         labelled = ~np.isnan(y[:, a])
         x_a, y_a = s[labelled], y[labelled, a].astype(np.int64)
         n, n_pos = int(labelled.sum()), int(y_a.sum())
         if min(n_pos, n - n_pos) < folds:
-            reason = (
-                f"{n} labelled samples, {n_pos} positive and {n - n_pos} negative; {folds}-fold stratified "
-                f"cross-validation needs at least {folds} of each class"
-            )
-            skip_attribute(owner, on_constant, name, reason, skipped,
-                           f"has too few samples of a class ({reason}); lower folds, give more labelled samples, or "
-                           "pass on_constant='skip' to leave it out")
+            reason = f"{n} labelled samples, {n_pos} positive and {n - n_pos} negative; {folds}-fold stratified "
+            reason += f"cross-validation needs at least {folds} of each class"
+            fix = "lower folds, give more labelled samples, or pass on_constant='skip' to leave it out"
+            _skip(on_constant, name, reason, skipped, f"has too few samples of a class ({reason}); {fix}")
             continue
-        scores = []
-        for train, test in splitter.split(x_a, y_a):
-            scaler = StandardScaler().fit(x_a[train])  # training part only: no leakage from the held-out fold
-            probe = LogisticRegression(max_iter=5000, random_state=seed)
-            probe.fit(scaler.transform(x_a[train]), y_a[train])
-            scores.append(roc_auc_score(y_a[test], probe.predict_proba(scaler.transform(x_a[test]))[:, 1]))
-        kept.append(name)
-        fold_rows.append(scores)
-        n_lab.append(n)
-        n_pos_all.append(n_pos)
+        kept.append((name, n, n_pos))
+        fold_rows.append(cross_val_score(probe, x_a, y_a, cv=cv, scoring="roc_auc"))
     if not kept:
-        raise ValueError(
-            f"{owner}: every attribute was skipped ({skipped}); give more labelled samples or lower folds."
-        )
+        raise ValueError(f"every attribute was skipped ({skipped}); give more labelled samples or lower folds.")
     per_fold = np.asarray(fold_rows, dtype=np.float64)
-    return ProbeResult(
-        auroc=per_fold.mean(axis=1),
-        per_fold=per_fold,
-        names=kept,
-        num_labelled=np.asarray(n_lab, dtype=np.int64),
-        num_positive=np.asarray(n_pos_all, dtype=np.int64),
-        skipped=skipped,
-        folds=folds,
-        seed=seed,
-    )
+    kept_names, n_lab, n_pos_all = (list(col) for col in zip(*kept))
+    n_lab, n_pos_all = np.asarray(n_lab, dtype=np.int64), np.asarray(n_pos_all, dtype=np.int64)
+    return ProbeResult(per_fold.mean(axis=1), per_fold, kept_names, n_lab, n_pos_all, skipped, folds, seed)
 
 
 # ---------------------------------------------------------------------------------------------- TAD
 def mutual_information_matrix(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairwise mutual information of binary attributes and the entropies it is compared with.
-
-    For every pair ``(i, j)``, over the rows labelled (not ``NaN``) for both, with natural logarithms:
-    ``mi[i, j] = I(a_i; a_j) = Σ_{u,v ∈ {0,1}} p(u, v) log(p(u, v) / (p_i(u) p_j(v)))`` (``0 log 0 = 0``) and
-    ``entropy[i, j] = H(a_i)`` on those same rows. The diagonal holds ``H(a_i)`` over ``a_i``'s labelled rows.
-    Pairs with no row labelled for both get ``0``.
+    """Pairwise ``mi[i, j] = I(a_i; a_j)`` and ``entropy[i, j] = H(a_i)`` (nats) over the rows labelled for both
+    attributes; 0 for pairs without such rows.
 
     Args:
         labels: ``(N, A)`` float array of ``0``/``1``/``NaN`` (as returned by ``check_labels``).
@@ -221,23 +133,15 @@ def mutual_information_matrix(labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     Returns:
         ``(mi, entropy)``, both ``(A, A)`` float64.
     """
-    labelled = (~np.isnan(labels)).astype(np.float64)
-    pos = np.nan_to_num(labels, nan=0.0) * labelled  # 1 where labelled positive
-    neg = labelled - pos  # 1 where labelled negative
-    n = labelled.T @ labelled  # rows labelled for both
-    counts = {(1, 1): pos.T @ pos, (1, 0): pos.T @ neg, (0, 1): neg.T @ pos, (0, 0): neg.T @ neg}
-    row = {1: counts[1, 1] + counts[1, 0], 0: counts[0, 1] + counts[0, 0]}  # a_i's marginal on the joint rows
-    col = {1: counts[1, 1] + counts[0, 1], 0: counts[1, 0] + counts[0, 0]}  # a_j's marginal on the joint rows
-    mi = np.zeros_like(n)
-    entropy = np.zeros_like(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for (u, v), c in counts.items():
-            term = c / n * np.log(c * n / (row[u] * col[v]))
-            mi += np.where(c > 0, term, 0.0)
-        for u in (0, 1):
-            p = row[u] / n
-            entropy -= np.where(row[u] > 0, p * np.log(p), 0.0)
-    return np.maximum(mi, 0.0), entropy
+    num = labels.shape[1]
+    mi, entropy = np.zeros((num, num)), np.zeros((num, num))
+    for i in range(num):
+        for j in range(num):
+            rows = ~np.isnan(labels[:, i]) & ~np.isnan(labels[:, j])
+            if rows.any():
+                mi[i, j] = mutual_info_score(labels[rows, i], labels[rows, j])
+                entropy[i, j] = shannon_entropy(np.unique(labels[rows, i], return_counts=True)[1])
+    return mi, entropy
 
 
 @dataclass(frozen=True)
@@ -245,16 +149,12 @@ class TADResult:
     """Total AUROC Difference and its per-attribute parts (see :func:`tad`).
 
     Attributes:
-        tad: the sum of ``best_auroc - second_auroc`` over the captured attributes.
-        captured: names of the captured attributes.
-        names: the attributes evaluated (skipped ones left out); the arrays below follow this order.
-        best_prototype: ``(A,)`` index of the prototype with the highest AUROC (lowest index on ties).
-        best_auroc: ``(A,)`` its AUROC.
-        second_auroc: ``(A,)`` the highest AUROC among the other prototypes.
-        entropy_reduction: ``(A,)`` ``max_{j != i} I(a_i; a_j) / H(a_i)``.
-        filtered: ``(A,)`` whether the entropy filter excluded the attribute (``entropy_reduction > threshold``).
-        auroc_threshold: the capture threshold on ``best_auroc``.
-        entropy_threshold: the entropy-reduction threshold.
+        tad: the sum of ``best_auroc - second_auroc`` over the captured attributes, named in ``captured``.
+        names: the attributes evaluated (skipped ones left out); the ``(A,)`` arrays follow this order.
+        best_prototype, best_auroc: the prototype with the highest AUROC (lowest index on ties) and its AUROC.
+        second_auroc: the highest AUROC among the other prototypes.
+        entropy_reduction: ``max_{j != i} I(a_i; a_j) / H(a_i)``; ``filtered``: ``entropy_reduction > threshold``.
+        auroc_threshold, entropy_threshold: the thresholds used.
         skipped: ``{name: reason}`` of the attributes dropped with ``on_constant="skip"``.
     """
 
@@ -274,22 +174,11 @@ class TADResult:
     def num_captured(self) -> int:
         return len(self.captured)
 
-    @property
-    def gap(self) -> np.ndarray:
-        """``(A,)`` ``best_auroc - second_auroc``."""
-        return self.best_auroc - self.second_auroc
-
     def to_dict(self) -> dict:
         """JSON-serialisable summary, with a per-attribute table keyed by name."""
+        keys = ("best_prototype", "best_auroc", "second_auroc", "entropy_reduction", "filtered")
         per_attribute = {
-            name: {
-                "best_prototype": int(self.best_prototype[i]),
-                "best_auroc": float(self.best_auroc[i]),
-                "second_auroc": float(self.second_auroc[i]),
-                "entropy_reduction": float(self.entropy_reduction[i]),
-                "filtered": bool(self.filtered[i]),
-                "captured": name in self.captured,
-            }
+            name: {k: getattr(self, k)[i].item() for k in keys} | {"captured": name in self.captured}
             for i, name in enumerate(self.names)
         }
         return {
@@ -315,60 +204,39 @@ def tad(
 ) -> TADResult:
     """TAD (Total AUROC Difference, NashAE) of prototype activations, as used by InfoDiffusion and Patronus.
 
-    Follows ``TADMetric.evaluate`` of InfoDiffusion (``eval_disentanglement.py`` / ``metric_utils.py`` of
-    https://github.com/isjakewong/InfoDiffusion, taken from NashAE, https://github.com/ericyeats/nashae-beamsynthesis);
-    the definition, on the first ``max_samples`` rows:
+    ``TADMetric.evaluate`` of InfoDiffusion (``eval_disentanglement.py``), on the first ``max_samples`` rows:
 
-    1. AUROC matrix ``AUROC[i, k] = max(AUROC(y_i, s_k), AUROC(y_i, -s_k))`` of attribute ``i`` and prototype
-       ``k`` (:func:`~monai_patronus.evaluation.attributes.attribute_auroc`, exact rank AUROC over the rows
-       labelled for ``i``). ``best_i`` is the row maximum, ``second_i`` the maximum over the other prototypes.
-    2. Entropy filter between attributes: ``ER_i = max_{j != i} I(a_i; a_j) / H(a_i)`` (binary labels, natural
-       log, both over the rows labelled for ``i`` and ``j``; ``0`` when there is no other attribute or no such
-       row, see :func:`mutual_information_matrix`). An attribute largely explained by another one
-       (``ER_i > entropy_threshold``) is excluded.
-    3. Attribute ``i`` is *captured* when ``best_i >= auroc_threshold`` and ``ER_i <= entropy_threshold``;
+    1. ``AUROC[i, k] = max(AUROC(y_i, s_k), AUROC(y_i, -s_k))`` (:func:`~monai_patronus.evaluation.attribute_auroc`,
+       exact rank AUROC); ``best_i`` is the row maximum, ``second_i`` the maximum over the other prototypes.
+    2. Entropy filter: ``ER_i = max_{j != i} I(a_i; a_j) / H(a_i)`` (:func:`mutual_information_matrix`; 0 without
+       another attribute); an attribute with ``ER_i > entropy_threshold`` is excluded.
+    3. Attribute ``i`` is *captured* when ``best_i >= auroc_threshold`` and it is not excluded;
        ``TAD = Σ_{captured i} (best_i - second_i)``.
 
-    With fully labelled data this equals the reference. The AUROC is exact, as in InfoDiffusion's
-    ``eval_disentanglement.py`` (``roc_auc_score`` of ``s_k`` and ``-s_k``), not the 101-threshold grid
-    approximation of the older ``metric_utils.py`` / NashAE code. Differences: the reference (InfoDiffusion) computes
-    TAD on the standardised training part of each of 5 ``KFold`` splits and reports the mean over folds; TAD
-    involves no fitting, so here it is computed once on all ``max_samples`` rows. AUROC depends only on the
-    order of each prototype's values, so standardising ``s`` (or any positive or negative rescaling and shift
-    of a prototype) does not change TAD; no standardisation is needed. ``NaN`` labels are left out per
-    attribute (AUROC) and per attribute pair (mutual information) — the reference has no missing labels.
+    With fully labelled data this equals the reference, computed once instead of over the training parts of 5
+    ``KFold`` splits (TAD involves no fitting). ``NaN`` labels are left out per attribute and per attribute pair.
 
     Args:
         activations: ``(N, K)`` finite activations, ``K >= 2``.
-        labels: ``(N,)`` or ``(N, A)`` labels (see :func:`~monai_patronus.evaluation.attributes.check_labels`).
+        labels: ``(N,)`` or ``(N, A)`` labels.
         names: ``A`` attribute names.
         auroc_threshold: capture threshold on the best single-prototype AUROC (NashAE / InfoDiffusion: 0.75).
         entropy_threshold: maximum entropy-reduction ratio (NashAE / InfoDiffusion: 0.2).
         max_samples: use the first ``max_samples`` rows (InfoDiffusion: 10,000).
         uncertain: how ``-1`` labels are read.
-        on_constant: constant or unlabelled attributes: ``"error"`` raises, ``"skip"`` leaves them out (they
-            share no information with any other attribute, so the filter of the others is unchanged).
+        on_constant: constant or unlabelled attributes: ``"error"`` raises, ``"skip"`` leaves them out.
 
     Returns:
         :class:`TADResult`.
-
-    Raises:
-        TypeError / ValueError: for invalid inputs, ``K < 2`` (no second-best prototype), or a constant
-            attribute with ``on_constant="error"``.
     """
-    owner = "tad"
-    auroc_threshold = _check_unit(owner, "auroc_threshold", auroc_threshold)
-    entropy_threshold = _check_unit(owner, "entropy_threshold", entropy_threshold)
-    max_samples = check_int(owner, "max_samples", max_samples, 1)
-    activations, labels = _first_rows(owner, activations, labels, max_samples)
-    y, names = check_labels(labels, names=names, owner=owner, uncertain=uncertain)
-    s = check_activations(activations, num_samples=y.shape[0], owner=owner)
+    y, names = check_labels(labels[:max_samples], names=names, uncertain=uncertain)
+    s = check_activations(activations[:max_samples], num_samples=y.shape[0])
     if s.shape[1] < 2:
         raise ValueError(
-            f"{owner}: TAD compares the best and second-best prototype, so activations need K >= 2 columns, "
+            f"tad: TAD compares the best and second-best prototype, so activations need K >= 2 columns, "
             f"got K={s.shape[1]}."
         )
-    result = attribute_auroc(s, y, names=names, on_constant=on_constant, owner=owner)
+    result = attribute_auroc(s, y, names=names, on_constant=on_constant)
     y = y[:, [names.index(n) for n in result.names]]
 
     order = np.argsort(-result.auroc, axis=1, kind="stable")  # descending, lowest index first on ties

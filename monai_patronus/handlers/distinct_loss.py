@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ignite.engine import Events
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
@@ -26,23 +27,27 @@ class PrototypeDistinctLossHandler:
     """
 
     def __init__(self, weight: float, delta: float = 0.2, output_key: str = "distinct_loss") -> None:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        if weight < 0:
             raise ValueError(f"PrototypeDistinctLossHandler: weight must be a float >= 0, got {weight!r}.")
         self.weight = float(weight)
         self.loss = PrototypeDistinctLoss(delta)
         self.output_key = output_key
 
     def attach(self, engine) -> None:
+        # a trainer attaches its handlers before it sets ``engine.network``: check the network once, at the start
+        engine.add_event_handler(Events.STARTED, self._check_network)
         engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self)
 
-    def __call__(self, engine) -> None:
+    @staticmethod
+    def _check_network(engine) -> None:
         network = unwrap_network(engine.network)
-        encoder = getattr(network, "prototype_encoder", None)
-        if encoder is None:
+        if not hasattr(network, "prototype_encoder"):
             raise TypeError(
-                f"PrototypeDistinctLossHandler: the trainer's network ({type(network).__name__}) has no prototype_encoder; "
-                "use a PatronusUNet."
+                f"PrototypeDistinctLossHandler: the trainer's network ({type(network).__name__}) has no "
+                "prototype_encoder; use a PatronusUNet."
             )
-        term = self.loss(encoder.prototypes)
+
+    def __call__(self, engine) -> None:
+        term = self.loss(unwrap_network(engine.network).prototype_encoder.prototypes)
         engine.state.output[CommonKeys.LOSS] = engine.state.output[CommonKeys.LOSS] + self.weight * term
         engine.state.output[self.output_key] = term.detach()

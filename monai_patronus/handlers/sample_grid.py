@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Events
+from monai.networks.utils import eval_mode
 
 from monai_patronus.evaluation.conditioning import conditioning_metrics
-from monai_patronus.handlers.utils import is_main_process, unwrap_network
+from monai_patronus.handlers.utils import unwrap_network
 from monai_patronus.inferers import PatronusInferer
 from monai_patronus.utils import psnr, save_png_grid
 
@@ -18,32 +20,23 @@ __all__ = ["SampleGridHandler"]
 
 
 class SampleGridHandler:
-    """Every ``interval`` epochs, on fixed images: the conditioning metrics (does generation use ``s``?), and a
-    PNG grid ``originals | reconstructions | samples``.
+    """Every ``interval`` epochs, on fixed images: the conditioning metrics (does generation use ``s``?) and a PNG
+    grid ``originals | reconstructions | samples`` (3-D: the central slice along the last axis). Rank 0 only.
 
-    Metrics put in ``engine.state.metrics`` (so the tracking handler logs them), with their chance level:
-
-    - ``semantic_gap_psnr`` / ``semantic_gap_ssim``: samples from fresh noise given ``s(x)`` against the same
-      noise given another image's ``s``, compared with ``x`` (chance 0; the headline);
-    - ``edit_efficacy_raise`` / ``edit_efficacy_suppress``: median share of an intended change of ``s_k`` that
-      an invert + regenerate edit shows (chance 0);
-    - ``conditioning_gain``: mean relative denoising-loss reduction of the right ``s`` over a shuffled one
-      (chance 0);
-    - ``sample_saturation``: share of sample pixels beyond ±0.98 (compare with the data's);
-    - ``inversion_psnr``: PSNR of the DDIM reconstruction. An untrained, zero-initialised network reconstructs
-      at > 100 dB (ε = 0 makes inversion exact), so this is the inversion error, not a measure of learning.
-
-    The metrics of every evaluation are appended to ``conditioning.jsonl`` in ``output_dir`` (with the summary
-    line :func:`~monai_patronus.evaluation.conditioning_summary`). Runs on rank 0 only when distributed. 3-D
-    images are shown by their central slice along the last axis.
+    Put in ``engine.state.metrics`` (so the tracking handler logs them), all with chance level 0 but the last two:
+    ``semantic_gap_psnr`` / ``semantic_gap_ssim`` (samples given ``s(x)`` against the same noise given another
+    image's ``s``, compared with ``x``; the headline), ``edit_efficacy_raise`` / ``edit_efficacy_suppress``
+    (median share of an intended change of ``s_k`` that an invert + regenerate edit shows), ``conditioning_gain``
+    (relative denoising-loss reduction of the right ``s`` over a shuffled one), ``sample_saturation`` (share of
+    sample pixels beyond ±0.98) and ``inversion_psnr`` (the DDIM inversion error, not a measure of learning: an
+    untrained network reconstructs at > 100 dB). Each evaluation is appended to ``output_dir/conditioning.jsonl``.
 
     Args:
-        inferer: the :class:`PatronusInferer` to generate with (its scheduler needs ``clip_sample=False``).
+        inferer: the :class:`PatronusInferer` (its scheduler needs ``clip_sample=False``).
         images: fixed validation images ``(N, C, *spatial)`` in [-1, 1].
         output_dir: folder for ``grid_epoch{epoch:04d}.png``.
-        interval: epochs between grids.
-        num_inference_steps: DDIM steps for inversion, reconstruction and sampling.
-        seed: seed of the sampling noise (the same noise every time, so grids are comparable).
+        interval, num_inference_steps: epochs between grids; DDIM steps.
+        seed: seed of the sampling noise (the same every time, so grids are comparable).
         metric_name: key of the inversion PSNR in ``engine.state.metrics``.
         conditioning: compute the conditioning metrics (needs at least 2 images).
         num_prototypes: prototypes edited for the edit efficacy (those that vary most over the images).
@@ -63,12 +56,11 @@ class SampleGridHandler:
     ) -> None:
         if not isinstance(inferer, PatronusInferer):
             raise TypeError(f"SampleGridHandler: inferer must be a PatronusInferer, got {type(inferer).__name__}.")
-        if not isinstance(images, torch.Tensor) or images.ndim not in (4, 5):
+        if images.ndim not in (4, 5):
             raise ValueError(
-                f"SampleGridHandler: images must be a tensor (N, C, H, W) or (N, C, H, W, D), got "
-                f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}."
+                f"SampleGridHandler: images must be a tensor (N, C, H, W[, D]), got {tuple(images.shape)}."
             )
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        if interval < 1:
             raise ValueError(f"SampleGridHandler: interval must be an int >= 1, got {interval!r}.")
         self.inferer = inferer
         self.images = images.float()
@@ -83,9 +75,8 @@ class SampleGridHandler:
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
+    @idist.one_rank_only()
     def __call__(self, engine) -> None:
-        if not is_main_process():
-            return
         psnr_db = self.render(engine.network, f"grid_epoch{engine.state.epoch:04d}.png", engine.state.device)
         engine.state.metrics[self.metric_name] = psnr_db
         if self.conditioning:
@@ -94,10 +85,9 @@ class SampleGridHandler:
 
     def evaluate(self, network, device: str | torch.device | None = None, epoch: int | None = None) -> dict:
         """The conditioning metrics of ``network`` on the fixed images (appended to ``conditioning.jsonl``)."""
-        network = unwrap_network(network)
-        device = torch.device(device) if device is not None else next(network.parameters()).device
-        metrics = conditioning_metrics(network, self.inferer, self.images.to(device), self.num_inference_steps,
-                                       self.num_prototypes, seed=self.seed)
+        network, x0 = self._inputs(network, device)
+        n, k = self.num_inference_steps, self.num_prototypes
+        metrics = conditioning_metrics(network, self.inferer, x0, n, k, seed=self.seed)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / "conditioning.jsonl", "a") as f:
             f.write(json.dumps({"epoch": epoch, **metrics}) + "\n")
@@ -107,39 +97,32 @@ class SampleGridHandler:
     def scalars(metrics: dict) -> dict[str, float]:
         """The tracked scalars of :func:`~monai_patronus.evaluation.conditioning_metrics`' result (NaN where an
         edit changed nothing measurable)."""
-        edit = metrics["edit_efficacy"]["invert"]
-
-        def median(key: str) -> float:
-            value = edit[key]["median"]
-            return float("nan") if value is None else float(value)
-
+        inv = metrics["edit_efficacy"]["invert"]
+        edit = {k: float("nan") if inv[k]["median"] is None else float(inv[k]["median"]) for k in ("raise", "suppress")}
         return {
             "semantic_gap_psnr": metrics["semantic_reconstruction"]["psnr"]["gap"],
             "semantic_gap_ssim": metrics["semantic_reconstruction"]["ssim"]["gap"],
-            "edit_efficacy_raise": median("raise"),
-            "edit_efficacy_suppress": median("suppress"),
+            "edit_efficacy_raise": edit["raise"],
+            "edit_efficacy_suppress": edit["suppress"],
             "conditioning_gain": metrics["conditioning_gain"]["mean_gain"],
             "sample_saturation": metrics["sample_sanity"]["samples"]["saturated"],
         }
 
     def render(self, network, filename: str = "grid.png", device: str | torch.device | None = None) -> float:
         """Write ``output_dir/filename`` for ``network`` (train mode restored) and return the mean inversion PSNR."""
-        network = unwrap_network(network)
-        device = torch.device(device) if device is not None else next(network.parameters()).device
-        was_training = network.training
-        network.eval()
-        try:
-            x0 = self.images.to(device)
-            n = self.num_inference_steps
-            with torch.no_grad():
-                s = network.encode(x0)
+        network, x0 = self._inputs(network, device)
+        n = self.num_inference_steps
+        with eval_mode(network):
+            s = network.encode(x0)
             recon = self.inferer.reconstruct(self.inferer.invert(x0, network, s, n), network, s, n)
-            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(self.seed)).to(device)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(self.seed)).to(x0.device)
             samples = self.inferer.sample(noise, network, s, n)
-        finally:
-            network.train(was_training)
         save_png_grid([self._to_2d(t) for t in (x0, recon, samples)], self.output_dir / filename)
         return float(psnr(recon.clamp(-1, 1), x0).mean())
+
+    def _inputs(self, network, device) -> tuple:
+        network = unwrap_network(network)
+        return network, self.images.to(device if device is not None else next(network.parameters()).device)
 
     @staticmethod
     def _to_2d(x: torch.Tensor) -> torch.Tensor:

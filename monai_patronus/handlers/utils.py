@@ -5,13 +5,10 @@ from __future__ import annotations
 import errno
 import os
 
-import torch
+import ignite.distributed as idist
 from torch import nn
 
 __all__ = ["unwrap_network", "is_main_process", "fsync_directory"]
-
-# fsync of a folder is not supported everywhere (some network and FUSE filesystems): nothing to do there
-_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def unwrap_network(network: nn.Module) -> nn.Module:
@@ -22,30 +19,20 @@ def unwrap_network(network: nn.Module) -> nn.Module:
 
 
 def is_main_process() -> bool:
-    """True unless running distributed on a rank other than 0 (for rank-0-only writing)."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    """True on rank 0, or when not running distributed (``ignite.distributed.get_rank() == 0``)."""
+    return idist.get_rank() == 0
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:
-    """Flush a folder's entries to disk, so that a file renamed into it (``os.replace``) survives a power loss.
-
-    POSIX only: a no-op where ``os.O_DIRECTORY`` is missing (Windows), and where the filesystem does not
-    support syncing a folder (EINVAL/ENOTSUP).
-
-    Args:
-        directory: the folder that received the renamed file.
-
-    Raises:
-        OSError: the folder cannot be opened or the sync failed (e.g. EIO).
-    """
-    flag = getattr(os, "O_DIRECTORY", None)
-    if flag is None:
+    """Flush a folder's entries to disk, so that a file renamed into it survives a power loss; a no-op where
+    ``os.O_DIRECTORY`` is missing (Windows) or the filesystem cannot sync a folder. Raises ``OSError`` (e.g. EIO)."""
+    if not hasattr(os, "O_DIRECTORY"):
         return
-    fd = os.open(directory, os.O_RDONLY | flag)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     except OSError as err:
-        if err.errno not in _FSYNC_UNSUPPORTED:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise
     finally:
         os.close(fd)

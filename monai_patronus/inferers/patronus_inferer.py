@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections import deque
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import Scheduler
+from monai.utils import look_up_option
 from torch import nn
+from tqdm.auto import tqdm
 
 __all__ = ["PatronusInferer", "DenoisingStep"]
 
-_AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+_AUTOCAST_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "float32": None,
+    "none": None,
+}
 
 
 class DenoisingStep(NamedTuple):
-    """One reverse-diffusion step.
-
-    Attributes:
-        timestep: the step's timestep ``t``.
-        sample: ``x_t``, the input of the step.
-        pred_original: the model's predicted clean image ``x̂0(t)``.
-        prev_sample: the step's output, ``x`` at the next (smaller) timestep (after ``t = 0``: at
-            ``alpha = final_alpha_cumprod``).
-    """
+    """One reverse-diffusion step: ``timestep`` ``t``, ``sample`` ``x_t``, ``pred_original`` ``x̂0(t)`` and
+    ``prev_sample`` (``x`` at the next smaller timestep, or at ``alpha = final_alpha_cumprod`` after ``t = 0``)."""
 
     timestep: int
     sample: torch.Tensor
@@ -37,35 +40,19 @@ class DenoisingStep(NamedTuple):
 class PatronusInferer(DiffusionInferer):
     """MONAI ``DiffusionInferer`` for models conditioned on prototype activations (e.g. :class:`PatronusUNet`).
 
-    Timestep grids. With a DDIM-type scheduler (one that has ``reversed_step``) every method uses the grid of
-    ``DDIMScheduler.set_timesteps(N)`` (with ``steps_offset = 0``), ascending: ``t_k = round(linspace(T - 1,
-    0, N))[N - 1 - k]``, so ``t_0 = 0 < t_1 < ... < t_{N-1} = T - 1`` for every ``N`` in ``[2, T]``, spaced
-    ``(T - 1) / (N - 1)`` apart up to rounding. Each step moves exactly between two consecutive grid points
-    by the DDIM update (Song et al. 2021, eqs. 12 and 16) with the scheduler's ``alphas_cumprod``; the
-    scheduler's own ``step`` (which moves by ``T // N``, off this grid for most ``N``) only supplies the
-    predicted ``x̂0``. The scheduler's state is neither read nor changed, so calls can interleave freely.
-    A DDPM scheduler steps ``t -> t-1``, so it samples over all ``T`` timesteps.
-
-    Inversion takes the clean image as ``x`` at ``t_0 = 0`` and runs the ``N - 1`` deterministic
-    reversed DDIM steps up to ``t_{N-1} = T - 1``; :meth:`reconstruct` runs the same ``N - 1`` steps back.
-    :meth:`sample` starts from noise at ``t_{N-1} = T - 1`` and also takes the final step from ``t_0`` to
-    ``alpha = final_alpha_cumprod`` (1 by default).
+    A DDIM-type scheduler (with ``reversed_step``) steps between consecutive points of ``DDIMScheduler``'s grid
+    ``t_0 = 0 < ... < t_{N-1} = T - 1`` by the DDIM update (Song et al. 2021, eqs. 12 and 16), its state untouched;
+    a DDPM scheduler steps ``t -> t-1`` over all ``T``. :meth:`invert` goes ``t_0 -> t_{N-1}``, :meth:`reconstruct`
+    back, and :meth:`sample` also takes the final step to ``alpha = final_alpha_cumprod``.
 
     Args:
-        scheduler: a MONAI scheduler (``DDIMScheduler`` for short schedules and inversion, with
-            ``clip_sample=False`` for inversion; or ``DDPMScheduler``).
-        autocast_dtype: ``None`` for float32, or ``torch.bfloat16`` / ``"bfloat16"`` (or float16 on CUDA) to
-            run the network under ``torch.autocast`` on the input's device (CPU or CUDA). Outputs are float32.
+        scheduler: a MONAI scheduler (``DDIMScheduler(clip_sample=False)`` for inversion, or ``DDPMScheduler``).
+        autocast_dtype: ``None`` (float32), or ``torch.bfloat16`` / ``"bfloat16"`` (float16 on CUDA) to run the
+            network under ``torch.autocast``. Outputs are float32.
         inversion_iterations: default ``fixed_point_iterations`` of :meth:`invert` (0: plain reverse DDIM).
-        guidance_scale: classifier-free guidance on ``s`` (Ho & Salimans 2022) at inference:
-            ``ε = ε(∅) + w (ε(s) - ε(∅))``; 1 (default) is plain conditional prediction, ``w > 1`` makes generation
-            follow ``s`` more closely. It applies to every inference pass (sampling, inversion, reconstruction,
-            editing), so inversion and reconstruction stay exact inverses of each other; never to the training
-            forward. ``w != 1`` needs a model trained with ``condition_dropout > 0``.
-        sample_clip: clamp the predicted clean image ``x̂0`` to ``[-sample_clip, sample_clip]`` at every step of
-            generation *from noise* (:meth:`sample`, :meth:`trajectory` without ``depth``), which keeps samples
-            in the data range early in training. Inversion and reconstruction are never clipped (clipping
-            makes inversion inexact). ``None`` (default): no clipping.
+        guidance_scale: classifier-free guidance ``ε = ε(∅) + w (ε(s) - ε(∅))`` (Ho & Salimans 2022) in every
+            inference pass, never in training; 1: none, ``w != 1`` needs ``condition_dropout > 0`` in training.
+        sample_clip: clamp ``x̂0`` to ``[-sample_clip, sample_clip]`` when generating from noise only; ``None``: no.
     """
 
     def __init__(
@@ -79,28 +66,17 @@ class PatronusInferer(DiffusionInferer):
         if not isinstance(scheduler, Scheduler):
             raise TypeError(f"PatronusInferer: scheduler must be a MONAI Scheduler, got {type(scheduler).__name__}.")
         if isinstance(autocast_dtype, str):
-            if autocast_dtype not in _AUTOCAST_DTYPES and autocast_dtype not in ("float32", "none"):
-                raise ValueError(
-                    f"PatronusInferer: autocast_dtype must be one of {sorted(_AUTOCAST_DTYPES)}, 'float32' or None, "
-                    f"got {autocast_dtype!r}."
-                )
-            autocast_dtype = _AUTOCAST_DTYPES.get(autocast_dtype)
-        if autocast_dtype is not None and autocast_dtype not in (torch.bfloat16, torch.float16):
+            autocast_dtype = look_up_option(autocast_dtype, _AUTOCAST_DTYPES)
+        if autocast_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"PatronusInferer: autocast_dtype must be bfloat16, float16 or None, got {autocast_dtype}")
+        if inversion_iterations < 0:
+            raise ValueError(f"PatronusInferer: inversion_iterations must be an int >= 0, got {inversion_iterations}.")
+        if not guidance_scale >= 0:
+            raise ValueError(f"PatronusInferer: guidance_scale must be a float >= 0 (1: none), got {guidance_scale}.")
+        if sample_clip is not None and not (sample_clip > 0 and hasattr(scheduler, "reversed_step")):
             raise ValueError(
-                f"PatronusInferer: autocast_dtype must be torch.bfloat16, torch.float16 or None, got {autocast_dtype!r}."
-            )
-        if isinstance(inversion_iterations, bool) or not isinstance(inversion_iterations, int) or inversion_iterations < 0:
-            raise ValueError(f"PatronusInferer: inversion_iterations must be an int >= 0, got {inversion_iterations!r}.")
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
-            raise ValueError(f"PatronusInferer: guidance_scale must be a float >= 0 (1: no guidance), got {guidance_scale!r}.")
-        if sample_clip is not None and (
-            isinstance(sample_clip, bool) or not isinstance(sample_clip, (int, float)) or not sample_clip > 0
-        ):
-            raise ValueError(f"PatronusInferer: sample_clip must be a float > 0 (e.g. 1.0) or None, got {sample_clip!r}.")
-        if sample_clip is not None and not hasattr(scheduler, "reversed_step"):
-            raise ValueError(
-                f"PatronusInferer: sample_clip needs a DDIM-type scheduler; for {type(scheduler).__name__} set its own "
-                "clip_sample instead, and leave sample_clip None."
+                f"PatronusInferer: sample_clip must be a float > 0 (e.g. 1.0) or None, got {sample_clip!r}, and "
+                f"needs a DDIM-type scheduler (for {type(scheduler).__name__} set its own clip_sample instead)."
             )
         super().__init__(scheduler)
         self.guidance_scale = float(guidance_scale)
@@ -109,7 +85,6 @@ class PatronusInferer(DiffusionInferer):
         self.inversion_iterations = inversion_iterations
         self._step_takes_generator = "generator" in inspect.signature(scheduler.step).parameters
 
-    # ------------------------------------------------------------------ training
     def __call__(  # type: ignore[override]
         self,
         inputs: torch.Tensor,
@@ -120,21 +95,15 @@ class PatronusInferer(DiffusionInferer):
         mode: str = "crossattn",
         seg: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Noise prediction for ``x_t = add_noise(inputs, noise, timesteps)`` conditioned on ``s(inputs)``.
+        """Noise prediction for ``add_noise(inputs, noise, timesteps)`` given ``s(inputs)`` or ``condition``."""
 
-        ``condition`` defaults to the clean ``inputs`` (encoded inside the model, so the denoising loss
-        trains the encoder and prototypes); pass an ``(N, K)`` vector to condition on it instead.
-        """
         if mode != "crossattn":
-            raise ValueError(
-                f"PatronusInferer: mode must be 'crossattn' (the condition goes through the model), got {mode!r}."
-            )
+            raise ValueError(f"PatronusInferer: mode must be 'crossattn', got {mode!r}.")
         condition = inputs if condition is None else condition
         with self._autocast(inputs.device):
             prediction = super().__call__(inputs, diffusion_model, noise, timesteps, condition=condition)
         return prediction.float()
 
-    # ------------------------------------------------------------------ generation
     def trajectory(
         self,
         input_noise: torch.Tensor,
@@ -146,24 +115,18 @@ class PatronusInferer(DiffusionInferer):
         verbose: bool = False,
         depth: int | None = None,
     ) -> Iterator[DenoisingStep]:
-        """Generate from ``input_noise`` step by step, yielding ``x_t`` and the predicted clean image each step.
-
-        Arguments are checked and the steps ``(t, t_next)`` fixed when called (other calls made before or
-        during the iteration do not change them); the returned iterator runs one network evaluation per
-        item (without gradients), so a caller can stop early or analyse each ``x̂0(t)`` as it comes.
+        """Generate from ``input_noise``, yielding a :class:`DenoisingStep` per network evaluation (no gradients).
 
         Args:
-            input_noise: ``x_T``, ``(N, C, *spatial)`` (e.g. ``torch.randn(..., generator=g)`` or from :meth:`invert`).
+            input_noise: ``x_T``, ``(N, C, *spatial)`` (e.g. ``torch.randn`` or from :meth:`invert`).
             diffusion_model: the conditional ε-predictor.
             conditioning: ``(N, K)`` (or ``(1, K)``) activation vector, or clean images to encode.
             num_inference_steps: ``N``; defaults to the scheduler's training timesteps ``T``.
-            eta: DDIM stochasticity (0: deterministic DDIM, 1: DDPM-like). Needs a scheduler whose step takes eta.
+            eta: DDIM stochasticity (0: deterministic DDIM, 1: DDPM-like); needs a DDIM-type scheduler.
             generator: random generator for the noise added when ``eta > 0`` or with DDPM.
             verbose: show a progress bar.
-            depth: ``None`` samples from noise over the whole grid (``t_{N-1} = T - 1`` down to ``t_0 = 0``),
-                ending with the step to ``alpha = final_alpha_cumprod``.
-                An int ``m`` retraces :meth:`invert` with the same ``depth``: from ``t_m`` down to ``t_0``
-                (``m`` steps; ``m = N - 1`` is a full reconstruction).
+            depth: ``None`` samples from noise over the whole grid; an int ``m`` retraces :meth:`invert` with the
+                same ``depth``, from ``t_m`` down to ``t_0`` (``m = N - 1``: a full reconstruction).
         """
         self._check_images("input_noise", input_noise)
         s = self._activations(diffusion_model, input_noise, conditioning)
@@ -171,23 +134,29 @@ class PatronusInferer(DiffusionInferer):
         # generation order; -1 stands for the final step to alpha = final_alpha_cumprod
         down = grid[::-1] + [-1] if depth is None else grid[: self._check_depth(depth, len(grid)) + 1][::-1]
         clip = self.sample_clip if depth is None else None
-        return self._denoise(input_noise, diffusion_model, s, list(zip(down[:-1], down[1:])), eta, generator, verbose, clip)
+        if eta < 0 or (eta != 0 and not self._is_ddim):
+            raise ValueError(
+                f"PatronusInferer: eta must be a float >= 0, got {eta!r} (eta != 0 needs a DDIM-type scheduler: "
+                f"{type(self.scheduler).__name__}.step takes no eta)."
+            )
+        steps = list(zip(down[:-1], down[1:]))
+        return self._denoise_steps(input_noise, diffusion_model, s, steps, float(eta), generator, verbose, clip)
 
     def sample(  # type: ignore[override]
         self,
         input_noise: torch.Tensor,
         diffusion_model: nn.Module,
         conditioning: torch.Tensor,
-        num_inference_steps: int | None = None,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
-        verbose: bool = False,
+        *args: Any,
+        **kwargs: Any,
     ) -> torch.Tensor:
-        """Generate images from ``input_noise`` given ``conditioning`` (see :meth:`trajectory`); returns ``x_0``."""
-        step = None
-        for step in self.trajectory(input_noise, diffusion_model, conditioning, num_inference_steps, eta, generator, verbose):
-            pass
-        return step.prev_sample  # type: ignore[union-attr]
+        """Generate images from ``input_noise`` given ``conditioning``; returns ``x_0``.
+
+        The further arguments (``num_inference_steps``, ``eta``, ``generator``, ``verbose``) are those of
+        :meth:`trajectory`.
+        """
+        steps = self.trajectory(input_noise, diffusion_model, conditioning, *args, **kwargs)
+        return deque(steps, maxlen=1)[0].prev_sample
 
     @torch.no_grad()
     def invert(
@@ -200,41 +169,27 @@ class PatronusInferer(DiffusionInferer):
         depth: int | None = None,
         fixed_point_iterations: int | None = None,
     ) -> torch.Tensor:
-        """Deterministic DDIM inversion ``x_0 -> x_T`` (reverse DDIM), conditioned on ``s(inputs)`` by default.
+        """Deterministic DDIM inversion ``x_0 -> x_T``, conditioned on ``s(inputs)`` by default.
 
-        Plain reverse DDIM evaluates ε at the step's start ``x_t`` where the exact inverse of the DDIM step
-        needs it at the step's end ``x_{t'}``; the error grows with the step size. With
-        ``fixed_point_iterations = m > 0`` each step is refined ``m`` times by
-        ``x_{t'} <- DDIM(ε(x_{t'}, t'); x_t, t -> t')``, whose fixed point is exactly what :meth:`reconstruct`
-        undoes (for every prediction type: ε, x0 or v), so few steps reconstruct as well as many (``m``
-        extra network calls per step). ``None`` takes the inferer's ``inversion_iterations``.
-
-        Returns ``x`` at the top of the grid ``t_{N-1} = T - 1`` (see the class docstring), or at ``t_depth`` when
-        ``depth`` (1 .. N-1) is given: a partial inversion, so that an edit only re-generates the later,
-        finer steps (see the emergence analysis in ``monai_patronus.interpret``).
+        ``fixed_point_iterations = m > 0`` refines each step ``m`` times by ``x_{t'} <- DDIM(ε(x_{t'}, t'); x_t,
+        t -> t')``, whose fixed point :meth:`reconstruct` undoes exactly; ``None``: ``inversion_iterations``.
+        Returns ``x`` at ``t_{N-1}``, or at ``t_depth`` for a partial inversion (``depth`` in 1 .. N-1).
         """
         self._check_images("inputs", inputs)
-        if not hasattr(self.scheduler, "reversed_step"):
+        if not self._is_ddim or self.scheduler.clip_sample:
             raise ValueError(
-                f"PatronusInferer.invert: the scheduler ({type(self.scheduler).__name__}) has no reversed_step; "
-                "use monai.networks.schedulers.DDIMScheduler(clip_sample=False)."
-            )
-        if getattr(self.scheduler, "clip_sample", False):
-            raise ValueError(
-                "PatronusInferer.invert: scheduler.clip_sample is True, which makes inversion inexact; "
-                "build the DDIMScheduler with clip_sample=False."
+                f"PatronusInferer.invert: needs a scheduler with reversed_step and clip_sample=False (clipping makes "
+                f"inversion inexact), got {type(self.scheduler).__name__}: use DDIMScheduler(clip_sample=False)."
             )
         s = self._activations(diffusion_model, inputs, inputs if conditioning is None else conditioning)
         grid = self._grid(num_inference_steps)
         depth = len(grid) - 1 if depth is None else self._check_depth(depth, len(grid))
         if fixed_point_iterations is None:
             fixed_point_iterations = self.inversion_iterations
-        if isinstance(fixed_point_iterations, bool) or not isinstance(fixed_point_iterations, int) or fixed_point_iterations < 0:
-            raise ValueError(
-                f"PatronusInferer.invert: fixed_point_iterations must be an int >= 0, got {fixed_point_iterations!r}."
-            )
+        if fixed_point_iterations < 0:
+            raise ValueError(f"PatronusInferer: fixed_point_iterations must be >= 0, got {fixed_point_iterations}.")
         x, grid = inputs.float(), grid.tolist()
-        for t, t_next in self._progress(list(zip(grid[:depth], grid[1 : depth + 1])), verbose, "inverting"):
+        for t, t_next in tqdm(list(zip(grid[:depth], grid[1 : depth + 1])), "inverting", disable=not verbose):
             x_next, _ = self._ddim_step(self._predict(diffusion_model, x, t, s), t, t_next, x)
             for _ in range(fixed_point_iterations):
                 out = self._predict(diffusion_model, x_next, t_next, s)
@@ -252,37 +207,21 @@ class PatronusInferer(DiffusionInferer):
         verbose: bool = False,
         depth: int | None = None,
     ) -> torch.Tensor:
-        """Deterministic DDIM from inverted ``latents`` back to ``t_0``, retracing :meth:`invert`'s grid
-        (with the same ``depth`` when the inversion was partial).
-
-        Give the inverted image's ``s`` (or the image) to reconstruct it, or an edited vector to edit it.
-        """
+        """Deterministic DDIM from inverted ``latents`` back to ``t_0``, retracing :meth:`invert` (same ``depth``);
+        give the inverted image's ``s`` (or the image) to reconstruct it, or an edited vector to edit it."""
         self._check_images("latents", latents)
-        full_depth = len(self._grid(num_inference_steps)) - 1
-        x = latents
-        for step in self.trajectory(
-            latents, diffusion_model, conditioning, num_inference_steps, verbose=verbose,
-            depth=full_depth if depth is None else depth,
-        ):
-            x = step.prev_sample
-        return x.float()
-
-    # ------------------------------------------------------------------ helpers
-    def _denoise(self, x, diffusion_model, s, steps, eta, generator, verbose, clip=None) -> Iterator[DenoisingStep]:
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0:
-            raise ValueError(f"PatronusInferer: eta must be a float >= 0, got {eta!r}.")
-        if eta != 0 and not self._is_ddim:
-            raise ValueError(
-                f"PatronusInferer: eta={eta} needs a DDIM-type scheduler; {type(self.scheduler).__name__}.step takes no eta."
-            )
-        return self._denoise_steps(x, diffusion_model, s, steps, float(eta), generator, verbose, clip)
+        depth = len(self._grid(num_inference_steps)) - 1 if depth is None else depth
+        steps = self.trajectory(
+            latents, diffusion_model, conditioning, num_inference_steps, verbose=verbose, depth=depth
+        )
+        return deque(steps, maxlen=1)[0].prev_sample.float()
 
     @torch.no_grad()
-    def _denoise_steps(self, x, diffusion_model, s, steps, eta, generator, verbose, clip=None) -> Iterator[DenoisingStep]:
-        """Run the explicit ``(t, t_next)`` steps fixed by :meth:`trajectory` (nothing read from the scheduler's state)."""
+    def _denoise_steps(self, x, diffusion_model, s, steps, eta, generator, verbose, clip) -> Iterator[DenoisingStep]:
+        """Run the ``(t, t_next)`` steps fixed by :meth:`trajectory` (nothing read from the scheduler's state)."""
         kwargs = {"generator": generator} if self._step_takes_generator else {}
         x = x.float()
-        for t, t_next in self._progress(steps, verbose, "denoising"):
+        for t, t_next in tqdm(steps, "denoising", disable=not verbose):
             out = self._predict(diffusion_model, x, t, s)
             if self._is_ddim:
                 prev, pred_original = self._ddim_step(out, t, t_next, x, eta, generator, clip)
@@ -298,17 +237,9 @@ class PatronusInferer(DiffusionInferer):
     def _ddim_step(
         self, out, t: int, t_next: int, x, eta: float = 0.0, generator=None, clip: float | None = None, at=None
     ):
-        """DDIM move of ``x`` from ``t`` to ``t_next`` (down, or up for inversion with ``eta = 0``; ``t_next = -1``:
-        ``alpha = final_alpha_cumprod``), Song et al. 2021 eqs. 12 and 16. Returns ``(x_{t_next}, x̂0)``.
-
-        ``x̂0`` (prediction type, clipping) comes from the scheduler's ``step``, whose stride does not enter it;
-        ``ε̂`` and the update follow ``DDIMScheduler.step`` operation by operation, so on a grid of stride
-        ``T // N`` the result equals MONAI's ``step`` (same noise draw from ``generator`` when ``eta > 0``).
-
-        ``at = (t_eval, x_eval)``: ``out`` was evaluated there rather than at ``(t, x)`` (the fixed-point
-        refinement of inversion evaluates at the step's end). ``out`` is then converted to ``ε̂`` where it was
-        evaluated, and ``x̂0 = (x - sqrt(1 - a_t) ε̂) / sqrt(a_t)``: the exact inverse of the reconstruction
-        step for every prediction type.
+        """DDIM move of ``x`` from ``t`` to ``t_next`` (``-1``: ``final_alpha_cumprod``), Song et al. 2021 eqs. 12
+        and 16, as ``DDIMScheduler.step``; returns ``(x_{t_next}, x̂0)``. ``at = (t_eval, x_eval)``: ``out`` was
+        evaluated there (inversion's refinement), then ``x̂0 = (x - sqrt(1 - a_t) ε̂) / sqrt(a_t)``.
         """
         sch = self.scheduler
         a = sch.alphas_cumprod[t]
@@ -341,19 +272,16 @@ class PatronusInferer(DiffusionInferer):
 
     @staticmethod
     def _check_depth(depth: int, grid_size: int) -> int:
-        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= grid_size - 1:
-            raise ValueError(
-                f"PatronusInferer: depth must be an int in [1, {grid_size - 1}] (steps of the {grid_size}-step grid), "
-                f"got {depth!r}."
-            )
+        if not isinstance(depth, int) or not 1 <= depth <= grid_size - 1:
+            raise ValueError(f"PatronusInferer: depth must be an int in [1, {grid_size - 1}], got {depth!r}.")
         return depth
 
     def _grid(self, num_inference_steps: int | None) -> torch.Tensor:
-        """Ascending timestep grid ``t_0 = 0 < ... < t_{N-1} = T - 1`` shared by sampling, inversion and reconstruction."""
+        """Ascending timestep grid ``t_0 = 0 < ... < t_{N-1} = T - 1`` of sampling, inversion and reconstruction."""
         T = int(self.scheduler.num_train_timesteps)
         n = T if num_inference_steps is None else num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= T:
-            raise ValueError(f"PatronusInferer: num_inference_steps must be an int in [2, {T}], got {num_inference_steps!r}.")
+        if not isinstance(n, int) or not 2 <= n <= T:
+            raise ValueError(f"PatronusInferer: num_inference_steps must be an int in [2, {T}], got {n}.")
         if self._is_ddim:  # DDIMScheduler.set_timesteps(n)'s grid (steps_offset 0), without touching the scheduler
             return torch.linspace(T - 1, 0, n).round().long().flip(0)
         if n != T:  # DDPM family: step() always moves t -> t - 1
@@ -366,54 +294,39 @@ class PatronusInferer(DiffusionInferer):
 
     def _predict(self, diffusion_model: nn.Module, x: torch.Tensor, t: int, s: torch.Tensor) -> torch.Tensor:
         """The network's output at ``(x, t)`` given ``s``, guided by ``guidance_scale`` (one batched call)."""
-        n = x.shape[0]
-        w = self.guidance_scale
+        n, w = x.shape[0], self.guidance_scale
         with self._autocast(x.device):
             if w == 1.0:
-                timesteps = torch.full((n,), t, device=x.device, dtype=torch.long)
-                return diffusion_model(x, timesteps=timesteps, context=s).float()
-            timesteps = torch.full((2 * n,), t, device=x.device, dtype=torch.long)
-            unconditional = torch.arange(2 * n, device=x.device) >= n
-            s2 = s.expand(n, -1)
+                return diffusion_model(x, timesteps=torch.full((n,), t, device=x.device), context=s).float()
+            s2, unconditional = s.expand(n, -1), torch.arange(2 * n, device=x.device) >= n
             out = diffusion_model(
-                torch.cat([x, x]), timesteps=timesteps, context=torch.cat([s2, s2]), unconditional=unconditional
+                torch.cat([x, x]),
+                timesteps=torch.full((2 * n,), t, device=x.device),
+                context=torch.cat([s2, s2]),
+                unconditional=unconditional,
             ).float()
-        cond, uncond = out[:n], out[n:]
-        return uncond + w * (cond - uncond)
+        return out[n:] + w * (out[:n] - out[n:])
 
     @torch.no_grad()
     def _activations(self, diffusion_model: nn.Module, x: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         """Resolve ``conditioning`` (vector or clean images) to an ``(N, K)`` vector, encoding images once."""
-        if not isinstance(conditioning, torch.Tensor):
-            raise TypeError(
-                f"PatronusInferer: conditioning must be a torch.Tensor (activations (N, K) or images), "
-                f"got {type(conditioning).__name__}."
-            )
         resolve = getattr(diffusion_model, "condition_vector", None)
         if resolve is None:
             raise TypeError(
-                f"PatronusInferer: diffusion_model must be a PatronusUNet (or provide condition_vector), "
-                f"got {type(diffusion_model).__name__}."
+                f"PatronusInferer: diffusion_model must be PatronusUNet, got {type(diffusion_model).__name__}"
             )
         with self._autocast(x.device):
             return resolve(x, context=conditioning.to(x.device)).float()
 
-    def _autocast(self, device: torch.device):
+    def _autocast(self, device: torch.device):  # None: leave any outer autocast (e.g. the trainer's amp) alone
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
     @staticmethod
-    def _check_images(name: str, x: object) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"PatronusInferer: {name} must be a torch.Tensor, got {type(x).__name__}.")
-        if x.ndim < 3 or not x.dtype.is_floating_point:
-            raise ValueError(f"PatronusInferer: {name} must be a float tensor (N, C, *spatial), got {tuple(x.shape)} {x.dtype}.")
-
-    @staticmethod
-    def _progress(timesteps: torch.Tensor, verbose: bool, desc: str):
-        if not verbose:
-            return timesteps
-        from tqdm.auto import tqdm
-
-        return tqdm(timesteps, desc=desc)
+    def _check_images(name: str, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim < 3 or not x.dtype.is_floating_point:
+            raise ValueError(
+                f"PatronusInferer: {name} must be a float tensor (N, C, *spatial), got {type(x).__name__} "
+                f"{tuple(getattr(x, 'shape', ()))} {getattr(x, 'dtype', '')}."
+            )

@@ -3,7 +3,7 @@
 All functions take a trained ε-predictor (e.g. :class:`~monai_patronus.networks.PatronusUNet`) and a
 :class:`~monai_patronus.inferers.PatronusInferer` with a ``DDIMScheduler(clip_sample=False)``, and work
 on 2-D and 3-D images alike. Edits start from the DDIM inversion of the image, so everything the
-vector ``s`` does not describe is kept (METHOD.md section 4).
+vector ``s`` does not describe is kept (docs/method.md section 4).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ __all__ = [
 
 def plausible_maximum(activations: torch.Tensor) -> torch.Tensor:
     """The paper's target for raising a prototype: the maximum of each ``s_k`` over a batch, ``(K,)``."""
-    _check_vector("activations", activations)
     return activations.max(dim=0).values
 
 
@@ -43,12 +42,11 @@ def edit_activations(
 ) -> torch.Tensor:
     """Return a copy of ``activations`` ``(N, K)`` with prototypes set, scaled, shifted or suppressed (set to 0,
     the smallest possible similarity). Operations apply in that order; a prototype may appear in several."""
-    _check_vector("activations", activations)
     out = activations.clone()
     k = out.shape[1]
     for name, mapping in (("set", set), ("scale", scale), ("add", add), ("suppress", {i: 0.0 for i in suppress})):
         for index, value in (mapping or {}).items():
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < k:
+            if not 0 <= index < k:
                 raise ValueError(f"edit_activations: {name} prototype index must be an int in [0, {k}), got {index!r}.")
             if name == "scale":
                 out[:, index] = out[:, index] * float(value)
@@ -141,8 +139,6 @@ def interpolate(
 
     Returns ``(steps, C, *spatial)``; the first and last are the reconstructions of a and b.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"interpolate: steps must be an int >= 2, got {steps!r}.")
     pair = torch.cat([image_a, image_b])
     s = network.encode(pair)
     latents = inferer.invert(pair, network, s, num_inference_steps)
@@ -171,7 +167,8 @@ def extrapolate(
     sweep = s.repeat(values.numel(), 1)
     sweep = edit_activations(sweep, set={prototype: values})
     latents = inferer.invert(image, network, s, num_inference_steps, depth=depth)
-    return inferer.reconstruct(latents.expand(values.numel(), *latents.shape[1:]), network, sweep, num_inference_steps, depth=depth)
+    latents = latents.expand(values.numel(), *latents.shape[1:])
+    return inferer.reconstruct(latents, network, sweep, num_inference_steps, depth=depth)
 
 
 @torch.no_grad()
@@ -184,16 +181,6 @@ def variations(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Images with the same ``s`` as ``image`` ``(1, C, *spatial)`` from fresh noise: ``(num, C, *spatial)``."""
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"variations: num must be a positive int, got {num!r}.")
     s = network.encode(image)
     noise = torch.randn((num, *image.shape[1:]), generator=generator).to(image)
     return inferer.sample(noise, network, s.expand(num, -1), num_inference_steps)
-
-
-def _check_vector(name: str, value: object) -> None:
-    if not isinstance(value, torch.Tensor) or value.ndim != 2 or not value.dtype.is_floating_point:
-        shown = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(f"{name} must be a float tensor (N, K) of prototype activations, got {shown}.")
-
-

@@ -1,4 +1,4 @@
-"""When do prototypes emerge during denoising? (METHOD.md section 5, "When")
+"""When do prototypes emerge during denoising? (docs/method.md section 5, "When")
 
 At every reverse-diffusion step the model's predicted clean image ``x̂0(t)`` is re-encoded; the curve
 ``s_k(x̂0(t))`` over ``t`` shows when pattern ``k`` appears. The emergence time of a prototype is the
@@ -58,8 +58,6 @@ def emergence_times(activations: torch.Tensor, fraction: float = 0.5) -> torch.T
     Returns:
         long tensor of the trailing shape; a trajectory with no net change emerges at step 0.
     """
-    if not isinstance(activations, torch.Tensor) or activations.ndim < 1 or activations.shape[0] < 1:
-        raise ValueError("emergence_times: activations must be a tensor (S, ...) with at least one step.")
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"emergence_times: fraction must be in (0, 1], got {fraction!r}.")
     change = activations - activations[0]
@@ -99,7 +97,11 @@ def prototype_emergence(
     Raises:
         ValueError: for a ``data_range`` that is not two finite numbers with ``low < high``.
     """
-    bounds = _check_data_range(data_range)
+    if data_range is not None and not (len(data_range) == 2 and -math.inf < data_range[0] < data_range[1] < math.inf):
+        raise ValueError(
+            f"prototype_emergence: data_range must be (low, high) with finite low < high, or None, got {data_range!r}."
+        )
+    bounds = None if data_range is None else (float(data_range[0]), float(data_range[1]))
     timesteps, curves, clamped, final = [], [], [], None
     for step in inferer.trajectory(
         input_noise, network, conditioning, num_inference_steps, eta=eta, generator=generator, depth=depth
@@ -115,22 +117,10 @@ def prototype_emergence(
     steps = emergence_times(activations, fraction)
     timestep_values = torch.tensor(timesteps)
     return EmergenceResult(
-        timestep_values, activations, final, steps, timestep_values[steps],
+        timestep_values,
+        activations,
+        final,
+        steps,
+        timestep_values[steps],
         torch.stack(clamped) if bounds is not None else None,
     )
-
-
-def _check_data_range(data_range: Sequence[float] | None) -> tuple[float, float] | None:
-    if data_range is None:
-        return None
-    ok = (
-        isinstance(data_range, Sequence)
-        and not isinstance(data_range, str)
-        and len(data_range) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in data_range)
-    )
-    if not ok or not data_range[0] < data_range[1]:
-        raise ValueError(
-            f"prototype_emergence: data_range must be (low, high) with finite low < high, or None, got {data_range!r}."
-        )
-    return float(data_range[0]), float(data_range[1])

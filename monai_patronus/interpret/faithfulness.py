@@ -1,4 +1,4 @@
-"""A quantitative faithfulness measure for prototype boxes (``METHOD.md`` section 8: what the paper lacks).
+"""A quantitative faithfulness measure for prototype boxes (``docs/method.md`` section 8: what the paper lacks).
 
 The explanation "prototype ``k`` is at box ``B``" is faithful when the evidence for ``s_k`` really lies in
 ``B``. :func:`masking_faithfulness` tests this by deletion: replace the box of ``k``'s argmin cell by a
@@ -14,8 +14,6 @@ show.
 
 Blurring (rather than zeros or noise) keeps the local mean intensity, so the drop is not caused by an
 out-of-distribution hole. The blur uses replicate padding, so a constant image stays constant.
-
-This module returns tensors in a dataclass; plotting is left to the caller.
 """
 
 from __future__ import annotations
@@ -26,8 +24,9 @@ from dataclasses import dataclass
 
 import torch
 from monai.networks.layers import gaussian_1d, separable_filtering
+from monai.utils import ensure_tuple_rep
 
-from monai_patronus.interpret.heatmaps import check_encoder, check_images, check_prototypes
+from monai_patronus.interpret.heatmaps import check_encoder
 from monai_patronus.networks.prototype_encoder import PrototypeEncoder
 
 __all__ = ["FaithfulnessResult", "masking_faithfulness", "blur_images", "replace_boxes"]
@@ -75,7 +74,7 @@ class FaithfulnessResult:
         Raises:
             ValueError: unless ``0 < top_fraction <= 1``.
         """
-        if isinstance(top_fraction, bool) or not isinstance(top_fraction, (int, float)) or not 0 < top_fraction <= 1:
+        if not 0 < top_fraction <= 1:
             raise ValueError(f"FaithfulnessResult: top_fraction must be a number in (0, 1], got {top_fraction!r}.")
         n = self.activation.shape[0]
         count = max(1, math.ceil(top_fraction * n - 1e-9))
@@ -144,26 +143,13 @@ def masking_faithfulness(
         a :class:`FaithfulnessResult` with ``(N, P)`` ``activation``, ``drop_boxed`` and ``drop_random``.
 
     Raises:
-        TypeError: for an argument of the wrong type.
         ValueError: for wrongly shaped ``images``, bad prototype indices, ``num_random < 1`` or ``blur_sigma <= 0``.
     """
-    check_encoder("masking_faithfulness", encoder)
-    check_images("masking_faithfulness", encoder, images)
-    index = check_prototypes("masking_faithfulness", encoder, prototypes)
-    if isinstance(num_random, bool) or not isinstance(num_random, int):
-        raise TypeError(f"masking_faithfulness: num_random must be an int >= 1, got {num_random!r}.")
+    index = check_encoder(encoder, prototypes, images)
     if num_random < 1:
         raise ValueError(f"masking_faithfulness: num_random must be >= 1 (random boxes per image), got {num_random}.")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"masking_faithfulness: generator must be a torch.Generator or None, got {type(generator).__name__}."
-        )
     d = encoder.spatial_dims
-    sigma = (
-        [s / 4.0 for s in encoder.receptive_field.size]
-        if blur_sigma is None
-        else _check_sigma("masking_faithfulness", blur_sigma, d)
-    )
+    sigma = [s / 4.0 for s in encoder.receptive_field.size] if blur_sigma is None else blur_sigma
 
     images = images.as_subclass(torch.Tensor)
     spatial = tuple(images.shape[2:])
@@ -202,13 +188,11 @@ def blur_images(images: torch.Tensor, sigma: float | Sequence[float]) -> torch.T
         the blurred ``(N, C, *spatial)`` images (MONAI ``gaussian_1d`` kernels, ``truncated=4``, normalised to sum 1).
 
     Raises:
-        TypeError / ValueError: for a non-tensor or badly shaped ``images`` or a bad ``sigma``.
+        ValueError: for a ``sigma`` that is not one or ``spatial_dims`` finite values > 0.
     """
-    if not isinstance(images, torch.Tensor) or not images.dtype.is_floating_point:
-        raise TypeError(f"blur_images: images must be a floating-point torch.Tensor, got {type(images).__name__}.")
-    if images.ndim < 3:
-        raise ValueError(f"blur_images: images must have shape (N, C, *spatial), got {tuple(images.shape)}.")
-    sigmas = _check_sigma("blur_images", sigma, images.ndim - 2, name="sigma")
+    sigmas = ensure_tuple_rep(sigma, images.ndim - 2)
+    if not all(0 < float(v) < math.inf for v in sigmas):
+        raise ValueError(f"sigma must be finite and > 0 pixels, got {sigma!r}.")
     kernels = []
     for s in sigmas:
         k = gaussian_1d(torch.tensor(float(s), dtype=torch.float64), truncated=4.0, approx="erf")
@@ -226,30 +210,8 @@ def replace_boxes(images: torch.Tensor, replacement: torch.Tensor, boxes: torch.
 
     Returns:
         ``(N, C, *spatial)``: ``replacement`` inside each box, ``images`` everywhere else.
-
-    Raises:
-        TypeError / ValueError: for non-tensors, mismatched shapes or non-integer boxes.
     """
-    if not isinstance(images, torch.Tensor) or not isinstance(replacement, torch.Tensor):
-        raise TypeError(
-            f"replace_boxes: images and replacement must be torch.Tensors, got {type(images).__name__} and "
-            f"{type(replacement).__name__}."
-        )
-    if images.ndim < 3 or replacement.shape != images.shape:
-        raise ValueError(
-            f"replace_boxes: images (N, C, *spatial) and replacement must have the same shape, got "
-            f"{tuple(images.shape)} and {tuple(replacement.shape)}."
-        )
-    if not isinstance(boxes, torch.Tensor) or boxes.dtype.is_floating_point or boxes.dtype == torch.bool:
-        raise TypeError(
-            f"replace_boxes: boxes must be an integer torch.Tensor, got {type(boxes).__name__} {getattr(boxes, 'dtype', '')}."
-        )
     d = images.ndim - 2
-    if tuple(boxes.shape) != (images.shape[0], d, 2):
-        raise ValueError(
-            f"replace_boxes: boxes must have shape (N, spatial_dims, 2) = {(images.shape[0], d, 2)}, got "
-            f"{tuple(boxes.shape)}."
-        )
     boxes = boxes.to(images.device)
     mask = torch.ones(images.shape[0], *([1] * (d + 1)), dtype=torch.bool, device=images.device)
     for a, size in enumerate(images.shape[2:]):
@@ -259,19 +221,3 @@ def replace_boxes(images: torch.Tensor, replacement: torch.Tensor, boxes: torch.
         shape[a + 2] = size
         mask = mask & inside.view(shape)
     return torch.where(mask, replacement, images)
-
-
-def _check_sigma(
-    caller: str, sigma: float | Sequence[float], spatial_dims: int, name: str = "blur_sigma"
-) -> list[float]:
-    values = [sigma] * spatial_dims if isinstance(sigma, (int, float)) and not isinstance(sigma, bool) else sigma
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise TypeError(f"{caller}: {name} must be a float or one float per spatial axis, got {sigma!r}.")
-    if len(values) != spatial_dims:
-        raise ValueError(f"{caller}: {name} must have {spatial_dims} values (one per spatial axis), got {sigma!r}.")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{caller}: {name} must hold floats, got {v!r} in {sigma!r}.")
-        if not 0 < v < math.inf:
-            raise ValueError(f"{caller}: {name} must be finite and > 0 pixels, got {v!r} in {sigma!r}.")
-    return [float(v) for v in values]

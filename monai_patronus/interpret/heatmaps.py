@@ -9,8 +9,6 @@ nearest centre outside their span. (A plain resize of the feature map would stre
 whole image and so misplace it wherever the box centres are not spread that way, e.g. with padding.)
 So a heat-map pixel on a box centre holds exactly that cell's similarity, and the peak sits over the
 box of the argmin cell ``u*_k``.
-
-This module only computes tensors; drawing them is left to the caller.
 """
 
 from __future__ import annotations
@@ -18,12 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.utils import look_up_option
 
 from monai_patronus.networks.prototype_encoder import PrototypeEncoder
 
 __all__ = ["similarity_heatmaps"]
-
-_MODES = ("bilinear", "nearest")
 
 
 def similarity_heatmaps(
@@ -45,19 +42,9 @@ def similarity_heatmaps(
         float tensor ``(N, P, *spatial)`` (``P = len(prototypes)``) of similarities
         ``log((d + 1) / (d + eps))``, equal to the cell's value exactly at every cell's box centre.
         Computed without gradients.
-
-    Raises:
-        TypeError: when ``encoder`` is not a :class:`PrototypeEncoder`, ``images`` is not a tensor, or
-            ``prototypes`` / ``mode`` have the wrong type.
-        ValueError: for a wrongly shaped ``images``, an out-of-range or empty ``prototypes`` or an unknown ``mode``.
     """
-    check_encoder("similarity_heatmaps", encoder)
-    check_images("similarity_heatmaps", encoder, images)
-    index = check_prototypes("similarity_heatmaps", encoder, prototypes)
-    if not isinstance(mode, str):
-        raise TypeError(f"similarity_heatmaps: mode must be a str, one of {_MODES}, got {mode!r}.")
-    if mode not in _MODES:
-        raise ValueError(f"similarity_heatmaps: mode must be one of {_MODES}, got {mode!r}.")
+    index = check_encoder(encoder, prototypes, images)
+    mode = look_up_option(mode, ("bilinear", "nearest"))
 
     with torch.no_grad():
         maps = encoder(images, return_maps=True).distance_maps  # (N, K, *feature_spatial)
@@ -88,55 +75,26 @@ def similarity_heatmaps(
         return out
 
 
-def check_encoder(caller: str, encoder: object) -> None:
-    """Raise a TypeError unless ``encoder`` is a :class:`PrototypeEncoder`."""
+def check_encoder(
+    encoder: PrototypeEncoder,
+    prototypes: Sequence[int] | torch.Tensor | None = None,
+    images: torch.Tensor | None = None,
+    name: str = "images",
+) -> torch.Tensor:
+    """Check that ``encoder`` is a :class:`PrototypeEncoder` and that it can take ``images``
+    ``(N >= 1, in_channels, *spatial)``; return ``prototypes`` as a 1-D long tensor (all ``K`` when ``None``)."""
     if not isinstance(encoder, PrototypeEncoder):
         hint = " (for a PatronusUNet pass net.prototype_encoder)" if hasattr(encoder, "prototype_encoder") else ""
-        raise TypeError(f"{caller}: encoder must be a PrototypeEncoder{hint}, got {type(encoder).__name__}.")
-
-
-def check_images(caller: str, encoder: PrototypeEncoder, images: object, name: str = "images") -> None:
-    """Raise unless ``images`` is a float tensor ``(N, in_channels, *spatial)`` the encoder can take."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{caller}: {name} must be a torch.Tensor (N, C, *spatial), got {type(images).__name__}.")
-    if not images.dtype.is_floating_point:
-        raise TypeError(
-            f"{caller}: {name} must be a floating-point tensor, got dtype {images.dtype}; convert it with .float()."
-        )
-    if images.ndim != encoder.spatial_dims + 2 or images.shape[1] != encoder.in_channels or images.shape[0] == 0:
-        raise ValueError(
-            f"{caller}: {name} must have shape (N >= 1, {encoder.in_channels}, *{encoder.spatial_dims} spatial dims) "
-            f"for this encoder, got {tuple(images.shape)}."
-        )
-    encoder.receptive_field.output_shape(tuple(images.shape[2:]))  # names the too-small input shape
-
-
-def check_prototypes(
-    caller: str, encoder: PrototypeEncoder, prototypes: Sequence[int] | torch.Tensor | None
-) -> torch.Tensor:
-    """Validate prototype indices and return them as a 1-D long tensor (all ``K`` when ``None``)."""
-    k = encoder.num_prototypes
-    if prototypes is None:
-        return torch.arange(k)
-    if isinstance(prototypes, torch.Tensor):
-        if prototypes.dtype.is_floating_point or prototypes.dtype.is_complex or prototypes.dtype == torch.bool:
-            raise TypeError(f"{caller}: prototypes must hold integer indices, got a {prototypes.dtype} tensor.")
-        if prototypes.ndim != 1:
-            raise ValueError(f"{caller}: prototypes must be a 1-D list of indices, got shape {tuple(prototypes.shape)}.")
-        values = [int(v) for v in prototypes.tolist()]
-    else:
-        if isinstance(prototypes, (str, bytes)) or not isinstance(prototypes, Sequence):
-            raise TypeError(
-                f"{caller}: prototypes must be a list of int indices or None (all), got {type(prototypes).__name__} "
-                f"{prototypes!r}."
+        raise TypeError(f"encoder must be a PrototypeEncoder{hint}, got {type(encoder).__name__}.")
+    if images is not None:
+        if images.ndim != encoder.spatial_dims + 2 or images.shape[1] != encoder.in_channels or images.shape[0] == 0:
+            raise ValueError(
+                f"{name} must have shape (N >= 1, {encoder.in_channels}, *{encoder.spatial_dims} spatial dims) "
+                f"for this encoder, got {tuple(images.shape)}."
             )
-        for v in prototypes:
-            if isinstance(v, bool) or not hasattr(v, "__index__"):
-                raise TypeError(f"{caller}: prototypes must hold ints, got {v!r} in {list(prototypes)!r}.")
-        values = [int(v) for v in prototypes]
-    if len(values) == 0:
-        raise ValueError(f"{caller}: prototypes is empty; give at least one index in [0, {k}) or None for all.")
-    bad = [v for v in values if not 0 <= v < k]
-    if bad:
-        raise ValueError(f"{caller}: prototypes must be in [0, {k}) (the encoder has {k} prototypes), got {bad}.")
-    return torch.tensor(values, dtype=torch.long)
+        encoder.receptive_field.output_shape(tuple(images.shape[2:]))  # names the too-small input shape
+    k = encoder.num_prototypes
+    index = torch.arange(k) if prototypes is None else torch.as_tensor(prototypes, dtype=torch.long).reshape(-1)
+    if index.numel() == 0 or not ((index >= 0) & (index < k)).all():
+        raise ValueError(f"prototypes must be indices in [0, {k}) for this encoder, got {index.tolist()}.")
+    return index.cpu()

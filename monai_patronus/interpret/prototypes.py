@@ -1,4 +1,4 @@
-"""What and where: the Patronus prototype visualisation (METHOD.md section 5).
+"""What and where: the Patronus prototype visualisation (docs/method.md section 5).
 
 For a prototype ``k``: invert images to ``x_T``, raise ``s_k`` to the plausible maximum, regenerate,
 re-encode the regenerated image, and box its most-activated patch (the argmin cell ``u*_k`` and its
@@ -15,6 +15,7 @@ from torch import nn
 
 from monai_patronus.inferers import PatronusInferer
 from monai_patronus.interpret.editing import edit_activations, plausible_maximum
+from monai_patronus.interpret.heatmaps import check_encoder
 
 __all__ = ["PrototypeVisualisation", "visualize_prototypes"]
 
@@ -71,20 +72,14 @@ def visualize_prototypes(
         batch_size: images per network call.
     """
     encoder = network.prototype_encoder
-    k_total = encoder.num_prototypes
-    prototypes = list(range(k_total)) if prototypes is None else list(prototypes)
-    for k in prototypes:
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < k_total:
-            raise ValueError(f"visualize_prototypes: prototypes must be ints in [0, {k_total}), got {k!r}.")
-    if not isinstance(images, torch.Tensor) or images.ndim != encoder.spatial_dims + 2:
-        raise ValueError(
-            f"visualize_prototypes: images must be a tensor (N, C, *{encoder.spatial_dims} spatial dims), got "
-            f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}."
-        )
+    prototypes = check_encoder(encoder, prototypes, images).tolist()
     s = torch.cat([network.encode(chunk) for chunk in images.split(batch_size)])
     targets = plausible_maximum(s) if targets is None else torch.as_tensor(targets, dtype=s.dtype, device=s.device)
     latents = torch.cat(
-        [inferer.invert(x, network, sx, num_inference_steps, depth=depth) for x, sx in zip(images.split(batch_size), s.split(batch_size))]
+        [
+            inferer.invert(x, network, sx, num_inference_steps, depth=depth)
+            for x, sx in zip(images.split(batch_size), s.split(batch_size))
+        ]
     )
     unedited = torch.cat(
         [
@@ -111,8 +106,17 @@ def visualize_prototypes(
         patch = regenerated[best][(slice(None), *(slice(a, b) for a, b in box))]
         results.append(
             PrototypeVisualisation(
-                k, best, images[best], regenerated[best], box, patch, float(unedited[best, k]), float(after[best]),
-                float(targets[k]), gains, float(s[best, k]),
+                k,
+                best,
+                images[best],
+                regenerated[best],
+                box,
+                patch,
+                float(unedited[best, k]),
+                float(after[best]),
+                float(targets[k]),
+                gains,
+                float(s[best, k]),
             )
         )
     return results

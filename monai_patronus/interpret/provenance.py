@@ -1,4 +1,4 @@
-"""ProtoPNet-style provenance: the real image patches closest to each prototype (``METHOD.md`` section 5).
+"""ProtoPNet-style provenance: the real image patches closest to each prototype (``docs/method.md`` section 5).
 
 :func:`find_nearest_patches` makes one streaming pass over a dataset and keeps, per prototype, the ``k``
 feature cells with the smallest squared distance ``d_k(u)``, with their source image and exact input box.
@@ -7,8 +7,6 @@ Memory is ``O(K * k)`` plus one batch: each batch's candidates are merged into t
 
 Ties are broken deterministically, in the order (distance, image index, cell in row-major order), so the
 result does not depend on how the data is split into batches.
-
-This module only returns data (:class:`PatchMatch` records and, from :func:`crop_patch`, tensors).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from monai_patronus.data.batches import iter_batches
-from monai_patronus.interpret.heatmaps import check_encoder, check_prototypes
+from monai_patronus.interpret.heatmaps import check_encoder
 from monai_patronus.networks.prototype_encoder import PrototypeEncoder
 
 __all__ = ["PatchMatch", "find_nearest_patches", "crop_patch"]
@@ -79,28 +77,13 @@ def find_nearest_patches(
         (``rank`` 0 first). A list is shorter than ``k`` only when the data holds fewer candidates.
 
     Raises:
-        TypeError: for an argument or a batch of the wrong type.
         ValueError: for a bad ``k``, prototype index or batch shape, a batch whose ids do not match its
             images, non-finite images, or data that yields no images.
     """
-    check_encoder("find_nearest_patches", encoder)
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"find_nearest_patches: k must be an int >= 1, got {k!r}.")
+    index = check_encoder(encoder, prototypes)
     if k < 1:
         raise ValueError(f"find_nearest_patches: k must be >= 1 (patches per prototype), got {k}.")
-    if not isinstance(image_key, str):
-        raise TypeError(f"find_nearest_patches: image_key must be a str, got {image_key!r}.")
-    if id_key is not None and not isinstance(id_key, str):
-        raise TypeError(f"find_nearest_patches: id_key must be a str or None (running indices), got {id_key!r}.")
-    if not isinstance(unique_images, bool):
-        raise TypeError(f"find_nearest_patches: unique_images must be a bool, got {unique_images!r}.")
-    if device is not None and not isinstance(device, (str, torch.device)):
-        raise TypeError(f"find_nearest_patches: device must be a str, torch.device or None, got {device!r}.")
-    index = check_prototypes("find_nearest_patches", encoder, prototypes)
-    try:
-        device = torch.device(device) if device is not None else next(encoder.parameters()).device
-    except RuntimeError as err:
-        raise ValueError(f"find_nearest_patches: device {device!r} is not a valid torch device.") from err
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
     num_p, d = len(index), encoder.spatial_dims
 
     # running top-k per prototype; row p holds the best candidates so far, sorted by (distance, image, cell)
@@ -112,8 +95,9 @@ def find_nearest_patches(
     total = 0  # images seen
     with torch.no_grad():
         optional = (id_key,) if id_key is not None else ()
-        for b, (seen, images, extras) in enumerate(iter_batches(data, "find_nearest_patches", image_key, (), optional)):
-            batch_ids = _check_batch(b, images, extras.get(id_key), id_key, encoder)
+        for b, (seen, images, extras) in enumerate(iter_batches(data, image_key, (), optional)):
+            check_encoder(encoder, images=images, name=f"batch {b} images")
+            batch_ids = _batch_ids(b, images.shape[0], extras.get(id_key), id_key)
             images = images.to(device)
             if not torch.isfinite(images).all():
                 raise ValueError(f"find_nearest_patches: batch {b} holds NaN or infinite image values; clean the data.")
@@ -154,13 +138,13 @@ def find_nearest_patches(
     for p, proto in enumerate(index.tolist()):
         result[proto] = [
             PatchMatch(
-                prototype=proto,
-                rank=r,
-                distance=float(best_dist[p, r]),
-                image_id=ids[int(best_image[p, r])],
-                image_index=int(best_image[p, r]),
-                cell=tuple(int(c) for c in best_cell[p, r]),
-                box=tuple((int(a), int(z)) for a, z in best_box[p, r]),
+                proto,
+                r,
+                float(best_dist[p, r]),
+                ids[int(best_image[p, r])],
+                int(best_image[p, r]),
+                tuple(int(c) for c in best_cell[p, r]),
+                tuple((int(a), int(z)) for a, z in best_box[p, r]),
             )
             for r in range(best_dist.shape[1])
         ]
@@ -179,54 +163,23 @@ def crop_patch(image: torch.Tensor, box: Sequence[Sequence[int]] | torch.Tensor)
         the patch ``(C, *box_size)``, a view of ``image``.
 
     Raises:
-        TypeError: when ``image`` is not a tensor or ``box`` does not hold ints.
         ValueError: when ``box`` has the wrong number of axes or lies (partly) outside the image.
     """
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"crop_patch: image must be a torch.Tensor (C, *spatial), got {type(image).__name__}.")
-    if image.ndim < 2:
-        raise ValueError(f"crop_patch: image must have shape (C, *spatial), got {tuple(image.shape)}.")
-    if isinstance(box, torch.Tensor):
-        if box.dtype.is_floating_point or box.dtype.is_complex or box.dtype == torch.bool:
-            raise TypeError(f"crop_patch: box must hold integer indices, got a {box.dtype} tensor.")
-        box = box.tolist()
-    if isinstance(box, (str, bytes)) or not isinstance(box, Sequence):
-        raise TypeError(f"crop_patch: box must be a sequence of (start, stop) pairs, got {box!r}.")
+    box = box.tolist() if isinstance(box, torch.Tensor) else box
     spatial = tuple(image.shape[1:])
-    if len(box) != len(spatial):
+    if len(box) != len(spatial) or not all(0 <= int(a) < int(b) <= n for (a, b), n in zip(box, spatial)):
         raise ValueError(
-            f"crop_patch: box has {len(box)} axes ({list(box)!r}) but image {tuple(image.shape)} has {len(spatial)} "
-            "spatial axes; pass one image (C, *spatial), not a batch, and one (start, stop) pair per axis."
+            f"crop_patch: box {list(box)!r} must hold one (start, stop) pair with 0 <= start < stop <= size per "
+            f"spatial axis of the image {tuple(image.shape)}; pass one image (C, *spatial), not a batch."
         )
-    slices = []
-    for pair, size in zip(box, spatial):
-        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
-            raise TypeError(f"crop_patch: each box entry must be a (start, stop) pair, got {pair!r} in {list(box)!r}.")
-        if any(isinstance(v, bool) or not hasattr(v, "__index__") for v in pair):
-            raise TypeError(f"crop_patch: box must hold ints, got {pair!r} in {list(box)!r}.")
-        start, stop = int(pair[0]), int(pair[1])
-        if not 0 <= start < stop <= size:
-            raise ValueError(
-                f"crop_patch: box {list(box)!r} must satisfy 0 <= start < stop <= size on every axis of the image "
-                f"spatial shape {spatial}; got ({start}, {stop}) on an axis of size {size}."
-            )
-        slices.append(slice(start, stop))
-    return image[(slice(None), *slices)]
+    return image[(slice(None), *(slice(int(a), int(b)) for a, b in box))]
 
 
-def _check_batch(
-    b: int, images: torch.Tensor, raw_ids: object, id_key: str | None, encoder: PrototypeEncoder
-) -> list[str] | None:
-    """Check batch ``b``'s images against the encoder; its ``B`` string ids (``None``: use running indices)."""
-    if images.ndim != encoder.spatial_dims + 2 or images.shape[1] != encoder.in_channels:
-        raise ValueError(
-            f"find_nearest_patches: batch {b} images must have shape (B, {encoder.in_channels}, "
-            f"*{encoder.spatial_dims} spatial dims), got {tuple(images.shape)}."
-        )
-    encoder.receptive_field.output_shape(tuple(images.shape[2:]))
+def _batch_ids(b: int, n: int, raw_ids: object, id_key: str | None) -> list[str] | None:
+    """Batch ``b``'s ``n`` ids as strings (``None``: use running indices)."""
     if raw_ids is None:
         return None
-    n, given = images.shape[0], raw_ids
+    given = raw_ids
     if isinstance(raw_ids, (str, bytes, int)) and not isinstance(raw_ids, bool):
         raw_ids = [raw_ids]
     elif isinstance(raw_ids, torch.Tensor):

@@ -1,10 +1,7 @@
-"""End-to-end explanation workflows that bundle configs call (``explain``, ``emergence``, ``edit``,
-``sample``, ``train_prior``). Each runs the search/edit functions of this package, then draws with
-:mod:`monai_patronus.interpret.figures`, and writes PNG figures plus a JSON summary to ``output_dir``.
-
-Figures and summaries carry only prototype indices, numbers and sample ids (never image metadata such as
-DICOM headers). Give ``explain`` the run's pseudonymizer (the bundles do) and the ids it writes are
-pseudonyms, as in MLflow; without one they are the dataset's own ids.
+"""End-to-end explanation workflows that bundle configs call: each runs the search/edit functions of this package,
+draws with :mod:`monai_patronus.interpret.figures` and writes PNG figures plus a JSON summary to ``output_dir``.
+Figures and summaries carry only prototype indices, numbers and sample ids (pseudonyms when ``explain`` gets the
+run's pseudonymizer, as in the bundles), never image metadata.
 """
 
 from __future__ import annotations
@@ -34,9 +31,8 @@ def _out(output_dir: str | Path) -> Path:
     return path
 
 
-def _write_json(path: Path, data: dict) -> Path:
+def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=1))
-    return path
 
 
 def _semantic_gap(network, inferer, images, num_inference_steps, seed: int = 0) -> dict | None:
@@ -76,13 +72,9 @@ def explain(
     """The prototype gallery: for each prototype, original | regenerated with box | patch, plus (with
     ``provenance_data``, an iterable of ``{"image", "id"}`` batches) its ``top_k`` nearest real patches.
     Writes ``gallery.png`` and ``explain.json``; returns the gallery path. ``pseudonymize`` (e.g.
-    :func:`monai_patronus.tracking.pseudonymizer_for` of the run's output folder) maps each image id to what
-    ``explain.json`` shows; ``None`` shows the ids themselves.
-
-    Beside the pictures: each panel states ``s_k`` before and after, the target and the edit efficacy (share
-    of the intended change the regenerated image shows; 0 for a model that ignores ``s``), and the gallery's
-    title the semantic-reconstruction gap on ``images`` and the median efficacy, so an empty explanation shows
-    as one."""
+    :func:`monai_patronus.tracking.pseudonymizer_for`) maps each image id to what ``explain.json`` shows.
+    Each panel states ``s_k`` before and after, the target and the edit efficacy (share of the intended change
+    shown; 0 for a model that ignores ``s``); the title the semantic-reconstruction gap and the median efficacy."""
     name = pseudonymize or str
     out = _out(output_dir)
     results = visualize_prototypes(inferer, network, images, prototypes, num_inference_steps=num_inference_steps)
@@ -90,23 +82,23 @@ def explain(
     efficacies = [_efficacy(r.activation_before, r.activation_after, r.target) for r in results]
     known = [e for e in efficacies if e is not None]
     median = float(torch.tensor(known).median()) if known else None
-    chosen = [r.prototype for r in results]
-    nearest = {}
-    sources = {}
+    nearest, sources = {}, {}
     if provenance_data is not None:
+        chosen = [r.prototype for r in results]
         nearest = find_nearest_patches(network.prototype_encoder, provenance_data, k=top_k, prototypes=chosen)
-        sources = gather_images(provenance_data, {m.image_index for ms in nearest.values() for m in ms}, "explain")
+        sources = gather_images(provenance_data, {m.image_index for ms in nearest.values() for m in ms})
     panels, summary = [], []
     for r, efficacy in zip(results, efficacies):
         matches = nearest.get(r.prototype, [])
+        shown = "n/a" if efficacy is None else f"{efficacy:.0%}"
         panels.append(
             {
                 "original": r.original,
                 "regenerated": r.regenerated,
                 "box": r.box,
-                "top_patches": [(crop_patch(sources[m.image_index], m.box), f"d={m.distance:.3g}") for m in matches] or None,
+                "top_patches": [(crop_patch(sources[m.image_index], m.box), f"d={m.distance:.3g}") for m in matches],
                 "title": f"prototype {r.prototype}: s {r.activation_before:.3g} -> {r.activation_after:.3g} "
-                f"(target {r.target:.3g}; efficacy " + ("n/a" if efficacy is None else f"{efficacy:.0%}") + ")",
+                f"(target {r.target:.3g}; efficacy {shown})",
             }
         )
         summary.append(
@@ -119,14 +111,22 @@ def explain(
                 "target": r.target,
                 "edit_efficacy": efficacy,
                 "nearest_real_patches": [
-                    {"image_id": name(m.image_id), "box": [list(b) for b in m.box], "distance": m.distance} for m in matches
+                    {"image_id": name(m.image_id), "box": [list(b) for b in m.box], "distance": m.distance}
+                    for m in matches
                 ],
             }
         )
-    title = _gap_text(semantic) + "; median edit efficacy " + ("n/a" if median is None else f"{median:.0%}") + " (chance 0)"
-    _write_json(out / "explain.json", {"num_inference_steps": num_inference_steps, "prototypes": summary,
-                                       "semantic_reconstruction": semantic, "median_edit_efficacy": median,
-                                       "summary": title})
+    title = f"{_gap_text(semantic)}; median edit efficacy {'n/a' if median is None else f'{median:.0%}'} (chance 0)"
+    _write_json(
+        out / "explain.json",
+        {
+            "num_inference_steps": num_inference_steps,
+            "prototypes": summary,
+            "semantic_reconstruction": semantic,
+            "median_edit_efficacy": median,
+            "summary": title,
+        },
+    )
     return plot_prototype_gallery(panels, path=out / "gallery.png", columns=min(4, len(panels)), title=title)
 
 
@@ -141,9 +141,8 @@ def emergence_report(
     num_curves: int = 5,
 ) -> Path:
     """Generate from fresh noise with the activations of ``images`` and record when each prototype emerges.
-    Writes ``emergence.png`` (the earliest, median and latest prototypes' curves, titled with the
-    semantic-reconstruction gap: curves of a model that ignores ``s`` show noise, not emergence) and
-    ``emergence.json``."""
+    Writes ``emergence.png`` (``num_curves`` prototypes from earliest to latest, titled with the
+    semantic-reconstruction gap) and ``emergence.json``."""
     out = _out(output_dir)
     semantic = _semantic_gap(network, inferer, images, num_inference_steps, seed)
     s = network.encode(images)
@@ -152,19 +151,24 @@ def emergence_report(
     mean_t = result.emergence_timestep.float().mean(0)
     order = mean_t.argsort(descending=True).tolist()  # earliest in generation first
     picks = sorted({order[round(i * (len(order) - 1) / max(1, num_curves - 1))] for i in range(num_curves)})
+    curves = result.activations.mean(1)  # (S, K)
     _write_json(
         out / "emergence.json",
         {
             "timesteps": result.timesteps.tolist(),
             "emergence_timestep_mean": {str(k): float(mean_t[k]) for k in range(len(mean_t))},
-            "mean_activation_curves": {str(k): result.activations[:, :, k].mean(1).tolist() for k in range(len(mean_t))},
+            "mean_activation_curves": {str(k): curves[:, k].tolist() for k in range(len(mean_t))},
             "clamped_fraction": None if result.clamped_fraction is None else result.clamped_fraction.tolist(),
             "semantic_reconstruction": semantic,
         },
     )
     return plot_emergence_curves(
-        result.timesteps, result.activations[:, :, picks], [f"prototype {k}" for k in picks], mean_t[picks],
-        path=out / "emergence.png", title=_gap_text(semantic),
+        result.timesteps,
+        result.activations[:, :, picks],
+        [f"prototype {k}" for k in picks],
+        mean_t[picks],
+        path=out / "emergence.png",
+        title=_gap_text(semantic),
     )
 
 
@@ -180,21 +184,18 @@ def edit_report(
     num_inference_steps: int = 50,
     depth: int | None = None,
 ) -> list[Path]:
-    """Extrapolation strip of ``prototype`` on the first image and an interpolation strip between the
-    first two; writes ``extrapolation.png``, ``interpolation.png`` and ``edit.json``.
-
-    Each extrapolated image is labelled with the value ``s_k`` was set to and the ``s_k`` re-encoded from it
-    (a model that ignores ``s`` shows the same re-encoded value throughout); the title gives the
-    semantic-reconstruction gap on ``images``."""
+    """Extrapolation strip of ``prototype`` on the first image, each labelled with the value ``s_k`` was set to
+    and the ``s_k`` re-encoded from it, and an interpolation strip between the first two; writes
+    ``extrapolation.png``, ``interpolation.png`` and ``edit.json``."""
     out = _out(output_dir)
     sweep = extrapolate(inferer, network, images[:1], prototype, values, num_inference_steps, depth=depth)
     encoded = network.encode(sweep.clamp(-1, 1))[:, prototype].tolist()
     semantic = _semantic_gap(network, inferer, images, num_inference_steps)
-    _write_json(out / "edit.json", {"prototype": prototype, "values": list(map(float, values)),
-                                    "reencoded": encoded, "semantic_reconstruction": semantic})
+    summary = {"prototype": prototype, "values": list(map(float, values)), "reencoded": encoded}
+    _write_json(out / "edit.json", {**summary, "semantic_reconstruction": semantic})
     labels = [f"s_{prototype}={v:g} -> {e:.2f}" for v, e in zip(values, encoded)]
-    paths = [plot_strip(sweep, labels, path=out / "extrapolation.png",
-                        title=f"prototype {prototype}: set -> re-encoded; {_gap_text(semantic)}")]
+    title = f"prototype {prototype}: set -> re-encoded; {_gap_text(semantic)}"
+    paths = [plot_strip(sweep, labels, path=out / "extrapolation.png", title=title)]
     if images.shape[0] > 1:
         path = interpolate(inferer, network, images[:1], images[1:2], interpolation_steps, num_inference_steps)
         labels = [f"{w:.2f}" for w in torch.linspace(0, 1, interpolation_steps).tolist()]
@@ -213,13 +214,11 @@ def train_prior(network: nn.Module, data: Iterable, path: str | Path, epochs: in
 
 
 def load_prior(path: str | Path) -> ActivationPrior:
-    """Load a prior written by :func:`train_prior`. The file is read with ``weights_only=True``: tensors and
-    plain values only, so a crafted file cannot run code.
+    """Load a prior written by :func:`train_prior`, with ``weights_only=True`` (a crafted file cannot run code).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a prior written by :func:`train_prior` (or holds anything but tensors and
-            plain values).
+        ValueError: the file is not a prior written by :func:`train_prior`.
     """
     path = Path(path)
     if not path.is_file():
@@ -232,7 +231,9 @@ def load_prior(path: str | Path) -> ActivationPrior:
             "hold Python objects, which are never unpickled. Re-run the bundle's train_prior config."
         ) from None
     if not isinstance(saved, dict) or not {"config", "state_dict"} <= set(saved):
-        raise ValueError(f"{path} is not an activation prior written by train_prior (no 'config'/'state_dict'); re-run train_prior.")
+        raise ValueError(
+            f"{path} is not an activation prior written by train_prior (no 'config'/'state_dict'); re-run train_prior."
+        )
     prior = ActivationPrior(**saved["config"])
     prior.load_state_dict(saved["state_dict"])
     return prior.eval()

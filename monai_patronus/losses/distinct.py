@@ -1,4 +1,4 @@
-"""Prototype distinct loss (Patronus, section 3 of ``METHOD.md``)."""
+"""Prototype distinct loss (Patronus, section 3 of ``docs/method.md``)."""
 
 from __future__ import annotations
 
@@ -21,20 +21,17 @@ class PrototypeDistinctLoss(nn.Module):
 
     def __init__(self, delta: float = 0.2) -> None:
         super().__init__()
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 <= delta <= 1.0:
+        if not 0.0 <= delta <= 1.0:
             raise ValueError(f"PrototypeDistinctLoss: delta must be a float in [0, 1], got {delta!r}.")
         self.delta = float(delta)
 
     def forward(self, prototypes: torch.Tensor) -> torch.Tensor:
-        if not isinstance(prototypes, torch.Tensor):
-            raise TypeError(f"PrototypeDistinctLoss: prototypes must be a torch.Tensor, got {type(prototypes).__name__}.")
         if prototypes.ndim != 2 or prototypes.shape[0] < 2:
             raise ValueError(
                 f"PrototypeDistinctLoss: prototypes must have shape (K, C) with K >= 2, got {tuple(prototypes.shape)}."
             )
         unit = F.normalize(prototypes.float(), dim=1, eps=1e-12)
         distance = 1.0 - (unit @ unit.T).abs()
-        # exclude j == k from the min
-        eye = torch.eye(distance.shape[0], dtype=torch.bool, device=distance.device)
+        eye = torch.eye(distance.shape[0], dtype=torch.bool, device=distance.device)  # exclude j == k from the min
         nearest = distance.masked_fill(eye, float("inf")).min(dim=1).values
         return F.relu(self.delta - nearest).mean()

@@ -1,7 +1,7 @@
 """Patch-prototype encoder (the Patronus prototype activation block), N-D.
 
 Weng, Feragen, Bigdeli, "Patronus: Interpretable Diffusion Models with Prototypes", ICLR 2026,
-https://arxiv.org/abs/2503.22782 (section 1 of ``METHOD.md``), after ProtoPNet (Chen et al. 2019).
+https://arxiv.org/abs/2503.22782 (section 1 of ``docs/method.md``), after ProtoPNet (Chen et al. 2019).
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import NamedTuple
 
 import torch
 from monai.networks.layers.factories import Conv
+from monai.utils import look_up_option
 from torch import nn
+from torch.utils.data import DataLoader
 
 from monai_patronus.networks.receptive_field import ReceptiveField, per_layer_per_axis
 
@@ -34,11 +36,10 @@ ENCODER_PRESETS: dict[str, dict] = {
 class PrototypeActivations(NamedTuple):
     """Everything the prototype block computes for a batch.
 
-    Attributes:
-        activations: ``(N, K)`` similarity ``s_k = log((d_k + 1) / (d_k + eps))``.
-        min_distances: ``(N, K)`` squared L2 distance of the closest feature cell ``d_k``.
-        distance_maps: ``(N, K, *feature_spatial)`` squared L2 distance of every cell.
-        locations: ``(N, K, spatial_dims)`` long index of the closest cell ``u*_k`` (feature grid).
+    activations: ``(N, K)`` similarity ``s_k = log((d_k + 1) / (d_k + eps))``.
+    min_distances: ``(N, K)`` squared L2 distance of the closest feature cell ``d_k``.
+    distance_maps: ``(N, K, *feature_spatial)`` squared L2 distance of every cell.
+    locations: ``(N, K, spatial_dims)`` long index of the closest cell ``u*_k`` (feature grid).
     """
 
     activations: torch.Tensor
@@ -62,9 +63,6 @@ class PrototypeEncoder(nn.Module):
         init_std: standard deviation of the normal init of the conv weights (paper: 0.1); biases start at 0.
         preset: name in :data:`ENCODER_PRESETS` (``"small"`` or ``"cxr224"``) to take the conv settings from;
             explicit ``channels``/``kernel_sizes``/``strides``/``paddings`` override it.
-
-    Raises:
-        ValueError / TypeError: for an invalid argument, naming it and its value.
     """
 
     def __init__(
@@ -81,27 +79,23 @@ class PrototypeEncoder(nn.Module):
         preset: str | None = "small",
     ) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3) or isinstance(spatial_dims, bool):
+        if spatial_dims not in (1, 2, 3):
             raise ValueError(f"PrototypeEncoder: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("num_prototypes", num_prototypes)
-        if preset is not None and preset not in ENCODER_PRESETS:
-            raise ValueError(f"PrototypeEncoder: preset must be one of {sorted(ENCODER_PRESETS)} or None, got {preset!r}.")
-        defaults = ENCODER_PRESETS[preset] if preset is not None else {}
+        for name, value in (("in_channels", in_channels), ("num_prototypes", num_prototypes)):
+            if value < 1:
+                raise ValueError(f"PrototypeEncoder: {name} must be an int >= 1, got {value!r}.")
+        defaults = {} if preset is None else look_up_option(preset, ENCODER_PRESETS)
         channels = defaults.get("channels") if channels is None else channels
         kernel_sizes = defaults.get("kernel_sizes") if kernel_sizes is None else kernel_sizes
         strides = defaults.get("strides", 1) if strides is None else strides
         paddings = defaults.get("paddings", 0) if paddings is None else paddings
-        if channels is None or kernel_sizes is None:
-            raise ValueError("PrototypeEncoder: with preset=None give channels and kernel_sizes explicitly.")
-        if isinstance(channels, int) or not isinstance(channels, Sequence) or len(channels) == 0:
-            raise ValueError(f"PrototypeEncoder: channels must be a non-empty list of ints, got {channels!r}.")
-        for c in channels:
-            _check_positive_int("channels", c, shown=channels)
-        if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not epsilon > 0:
-            raise ValueError(f"PrototypeEncoder: epsilon must be a float > 0, got {epsilon!r}.")
-        if not isinstance(init_std, (int, float)) or isinstance(init_std, bool) or not init_std > 0:
-            raise ValueError(f"PrototypeEncoder: init_std must be a float > 0, got {init_std!r}.")
+        if not channels or kernel_sizes is None or min(channels) < 1:
+            raise ValueError(
+                f"PrototypeEncoder: channels must be a non-empty list of ints >= 1 and kernel_sizes given (both are "
+                f"needed with preset=None), got channels={channels!r}, kernel_sizes={kernel_sizes!r}."
+            )
+        if not (epsilon > 0 and init_std > 0):
+            raise ValueError(f"PrototypeEncoder: epsilon and init_std must be > 0, got {epsilon}, {init_std}.")
 
         n = len(channels)
         ks = per_layer_per_axis("kernel_sizes", kernel_sizes, n, spatial_dims, 1)
@@ -129,22 +123,10 @@ class PrototypeEncoder(nn.Module):
         self.prototypes = nn.Parameter(torch.rand(num_prototypes, self.prototype_dim))
 
     def forward(self, x: torch.Tensor, return_maps: bool = False) -> torch.Tensor | PrototypeActivations:
-        """Encode images to prototype activations.
-
-        Args:
-            x: images ``(N, in_channels, *spatial)``, scaled to [-1, 1].
-            return_maps: also return the distance maps, minimum distances and argmin locations.
-
-        Returns:
-            the ``(N, K)`` activation vector ``s``, or a :class:`PrototypeActivations` when ``return_maps``.
-        """
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"PrototypeEncoder: x must be a torch.Tensor, got {type(x).__name__}.")
+        """The ``(N, K)`` activation vector ``s`` of images ``x`` ``(N, in_channels, *spatial)`` in [-1, 1], or with
+        ``return_maps`` a :class:`PrototypeActivations` (also distance maps, minimum distances and locations)."""
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"PrototypeEncoder: x must have shape (N, {self.in_channels}, *{self.spatial_dims} spatial dims), "
-                f"got {tuple(x.shape)}."
-            )
+            raise ValueError(f"PrototypeEncoder: x must be (N, {self.in_channels}, *spatial), got {tuple(x.shape)}.")
         self.receptive_field.output_shape(tuple(x.shape[2:]))  # clear error for too-small inputs
         z = self.features(x)
         maps = self.distance_maps(z)
@@ -157,11 +139,8 @@ class PrototypeEncoder(nn.Module):
         return PrototypeActivations(activations, min_distances, maps, locations)
 
     def distance_maps(self, z: torch.Tensor) -> torch.Tensor:
-        """Squared L2 distance of every feature cell to every prototype, ``(N, K, *spatial)``.
-
-        Uses ``||z||^2 - 2 z.p + ||p||^2`` (no pairwise tensor), in at least float32, also under autocast,
-        clamped at 0 since cancellation can make it slightly negative.
-        """
+        """Squared L2 distance of every feature cell to every prototype, ``(N, K, *spatial)``: ``||z||^2 - 2 z.p +
+        ||p||^2`` in at least float32 (also under autocast), clamped at 0 against cancellation."""
         dtype = torch.promote_types(z.dtype, torch.float32)
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.to(dtype)
@@ -173,42 +152,32 @@ class PrototypeEncoder(nn.Module):
 
     @torch.no_grad()
     def init_prototypes_from_features(self, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
-        """Set the prototypes to feature cells of ``images`` (ProtoPNet-style), chosen by k-means++ seeding.
-
-        With the paper's init (uniform in [0, 1)) every prototype starts far from every feature cell, so ``s``
-        is tiny and nearly constant across images and the denoiser learns to ignore it (see
-        the README's "Training recipe"). Starting each prototype *on* a real cell makes ``s_k`` high (``log(1/eps)``) on
-        the image the cell came from and on images with a similar patch, lower elsewhere, from step 0.
-        Cells are drawn with probability proportional to their squared distance to the cells already chosen
-        (Arthur & Vassilvitskii 2007), so the prototypes cover distinct patterns rather than repeating the
-        commonest one (e.g. background).
+        """Set the prototypes to feature cells of ``images`` chosen by k-means++ seeding (Arthur & Vassilvitskii
+        2007); unlike the paper's uniform init, ``s`` then varies from step 0 (the README's "Training recipe").
 
         Args:
             images: ``(N, in_channels, *spatial)`` training images in [-1, 1].
             seed: seed of the draw.
 
         Returns:
-            ``(K, 1 + spatial_dims)`` long tensor: for each prototype, the index of its source image in
-            ``images``, then the feature-grid location of its cell (its provenance at init).
+            ``(K, 1 + spatial_dims)`` long tensor: each prototype's source image index, then its feature-grid cell.
         """
-        if not isinstance(images, torch.Tensor) or images.ndim != self.spatial_dims + 2 or images.shape[1] != self.in_channels:
+        if images.ndim != self.spatial_dims + 2 or images.shape[1] != self.in_channels:
             raise ValueError(
                 f"init_prototypes_from_features: images must be a tensor (N, {self.in_channels}, *spatial), "
-                f"got {tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}."
+                f"got {tuple(images.shape)}."
             )
         device = self.prototypes.device
-        z = torch.cat([self.features(chunk.to(device=device, dtype=self.prototypes.dtype)) for chunk in images.split(32)])
+        z = torch.cat([self.features(c.to(device=device, dtype=self.prototypes.dtype)) for c in images.split(32)])
         grid = z.shape[2:]
         cells = z.flatten(2).transpose(1, 2).reshape(-1, z.shape[1]).float()  # (N * L, C)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         chosen = [int(torch.randint(cells.shape[0], (1,), generator=gen))]
         d2 = ((cells - cells[chosen[0]]) ** 2).sum(1)
         for _ in range(1, self.num_prototypes):
-            weights = d2.clamp_min(0).cpu().double()
-            if not weights.sum() > 0:  # fewer distinct cells than prototypes: repeat at random
-                idx = int(torch.randint(cells.shape[0], (1,), generator=gen))
-            else:
-                idx = int(torch.multinomial(weights, 1, generator=gen))
+            weights = d2.clamp_min(0).cpu().double()  # all 0: fewer distinct cells than prototypes, repeat at random
+            draw = torch.multinomial(weights, 1, generator=gen) if weights.sum() > 0 else None
+            idx = int(torch.randint(len(cells), (1,), generator=gen) if draw is None else draw)
             chosen.append(idx)
             d2 = torch.minimum(d2, ((cells - cells[idx]) ** 2).sum(1))
         self.prototypes.copy_(cells[chosen].to(self.prototypes.dtype))
@@ -223,14 +192,11 @@ class PrototypeEncoder(nn.Module):
 
 
 def init_prototypes_from_data(network: nn.Module, data, num_images: int = 256, seed: int = 0) -> nn.Module:
-    """Initialise the prototypes of ``network`` (a :class:`PatronusUNet` or a :class:`PrototypeEncoder`) from
-    feature cells of up to ``num_images`` images of ``data`` (see :meth:`PrototypeEncoder.init_prototypes_from_features`).
-
-    For bundle configs: ``"$monai_patronus.networks.init_prototypes_from_data(@network, @train#dataset)"`` in
-    ``initialize``, before the trainer runs (a resumed run then loads its checkpoint's prototypes over these).
+    """Initialise the prototypes of ``network`` from up to ``num_images`` images of ``data``
+    (:meth:`PrototypeEncoder.init_prototypes_from_features`), e.g. in a bundle's ``initialize``.
 
     Args:
-        network: the model or its encoder.
+        network: the model or its encoder (DDP-wrapped too).
         data: a dataset or loader of ``{"image": ...}`` items or batches, or an image tensor ``(N, C, *spatial)``.
         num_images: images read at most (spread evenly over a dataset).
         seed: seed of the k-means++ draw.
@@ -243,16 +209,18 @@ def init_prototypes_from_data(network: nn.Module, data, num_images: int = 256, s
     encoder = getattr(getattr(network, "module", network), "prototype_encoder", network)  # DDP-wrapped too
     if not isinstance(encoder, PrototypeEncoder):
         raise TypeError(
-            f"init_prototypes_from_data: network must be a PatronusUNet or a PrototypeEncoder, got {type(network).__name__}."
+            "init_prototypes_from_data: network must be a PatronusUNet or a PrototypeEncoder, got "
+            f"{type(network).__name__}."
         )
-    _check_positive_int("num_images", num_images)
+    if num_images < 1:
+        raise ValueError(f"init_prototypes_from_data: num_images must be an int >= 1, got {num_images!r}.")
     if isinstance(data, torch.Tensor):
         images = data[:num_images]
-    elif hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, torch.utils.data.DataLoader):
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, DataLoader):
         images = pick_images(data, min(num_images, len(data)), allow_fewer=True)  # skips unreadable items
     else:  # a loader: its first images
         parts, count = [], 0
-        for _, batch, _ in iter_batches(data, "init_prototypes_from_data"):
+        for _, batch, _ in iter_batches(data):
             parts.append(batch)
             count += batch.shape[0]
             if count >= num_images:
@@ -262,10 +230,3 @@ def init_prototypes_from_data(network: nn.Module, data, num_images: int = 256, s
         images = torch.cat(parts)[:num_images]
     encoder.init_prototypes_from_features(images, seed=seed)
     return network
-
-
-def _check_positive_int(name: str, value: object, shown: object | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"PrototypeEncoder: {name} must be an int, got {shown if shown is not None else value!r}.")
-    if value < 1:
-        raise ValueError(f"PrototypeEncoder: {name} must be >= 1, got {shown if shown is not None else value!r}.")

@@ -1,6 +1,6 @@
 """MLflow tracking, provenance, privacy, registry and review for Patronus models.
 
-Importing this package imports MLflow (install the ``tracking`` extra: ``pip install monai-patronus[tracking]``).
+Importing it imports MLflow (a requirement of ``monai-patronus``), so ``import monai_patronus`` leaves it out.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from .registry import (
 from .review import VERDICTS, bundle_training_data, load_review, promote_to_champion, save_review
 
 __all__ = [
-    "register_weights",
     "CANDIDATE",
     "CHAMPION",
     "KEY_ENV",
@@ -53,6 +52,7 @@ __all__ = [
     "redact_config",
     "redact_uri",
     "register_candidate",
+    "register_weights",
     "save_review",
     "tracking_uri_scope",
 ]

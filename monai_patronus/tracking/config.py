@@ -1,12 +1,4 @@
-"""The bundle configuration a run logs, and self-contained model configs for the model registry.
-
-A bundle run (``python -m monai.bundle run``) builds every object through a :class:`monai.bundle.ConfigParser`
-that holds the merged configuration: all config files plus the command line overrides.
-:func:`find_bundle_parser` finds that parser from inside an object it is building (the tracking handler),
-:func:`bundle_config_record` turns it into what a run logs, and :func:`literal_config` rewrites a component's
-config (e.g. ``network_def``) without ``@`` references or ``$`` expressions, so it can rebuild the network
-outside the bundle (the MLflow model).
-"""
+"""The bundle configuration a run logs, and self-contained model configs for the model registry."""
 
 from __future__ import annotations
 
@@ -26,19 +18,13 @@ _SCALARS = (str, int, float, bool, type(None))
 def find_bundle_parser() -> ConfigParser | None:
     """The bundle :class:`ConfigParser` that is building the caller (``None`` outside a bundle run).
 
-    Walks up the call stack to the nearest ``ConfigParser`` method, which is where a bundle instantiates its
-    components; a component built in plain Python has none.
+    MONAI's ``save_execute_config`` writes the merged config only under ``--tracking``; a default bundle run
+    (tracking on, no ``--tracking``) has no other way to its parser than the call stack.
     """
-    frame = inspect.currentframe()
-    try:
-        while frame is not None:
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, ConfigParser):
-                return owner
-            frame = frame.f_back
-    finally:
-        del frame
-    return None
+    frame = inspect.currentframe().f_back  # no reference to this frame: no cycle
+    while frame is not None and not isinstance(frame.f_locals.get("self"), ConfigParser):
+        frame = frame.f_back
+    return None if frame is None else frame.f_locals["self"]
 
 
 def _literal(value: object, where: str) -> object:
@@ -57,22 +43,18 @@ def _literal(value: object, where: str) -> object:
 
 
 def literal_config(parser: ConfigParser, config_id: str, exclude: tuple[str, ...] = ()) -> dict:
-    """The config of component ``config_id`` with every reference and expression replaced by its value.
-
-    A reference to another component (``"encoder": "@encoder"``) is inlined as that component's config, so the
-    result instantiates on its own with ``ConfigParser(result).get_parsed_content()``.
-
-    Args:
-        parser: the bundle's parser (its content must already be parsed, as in a running bundle).
-        config_id: id of a component config (a dict with ``_target_``), e.g. ``"network_def"``.
-        exclude: top-level keys to leave out (e.g. ``("_target_", "scheduler")`` for keyword arguments).
+    """The config of component ``config_id`` (e.g. ``"network_def"``) with every reference and expression
+    replaced by its value and referenced components inlined: ``ConfigParser(result).get_parsed_content()``
+    rebuilds it outside the bundle. ``exclude``: top-level keys to leave out.
 
     Raises:
         ValueError: ``config_id`` is not a component, or a value cannot be written as plain JSON.
     """
     raw = parser.get(config_id)
     if not isinstance(raw, Mapping) or "_target_" not in raw:
-        raise ValueError(f"literal_config: {config_id!r} is not a component config (a dict with '_target_'), got {raw!r}.")
+        raise ValueError(
+            f"literal_config: {config_id!r} is not a component config (a dict with '_target_'), got {raw!r}."
+        )
 
     def walk(value: object, path: str) -> object:
         if isinstance(value, Mapping):
@@ -82,9 +64,9 @@ def literal_config(parser: ConfigParser, config_id: str, exclude: tuple[str, ...
         if isinstance(value, str) and _REFERENCE.fullmatch(value):
             target = value[1:]
             referenced = parser.get(target)
-            if isinstance(referenced, Mapping) and "_target_" in referenced:
-                return walk(referenced, target)
-            return walk(referenced, target) if not isinstance(referenced, str) else _literal(parser.get_parsed_content(target), target)
+            if isinstance(referenced, str):
+                return _literal(parser.get_parsed_content(target), target)
+            return walk(referenced, target)
         if isinstance(value, str) and value.startswith("$"):
             return _literal(parser.get_parsed_content(path), path)
         return value
@@ -93,14 +75,9 @@ def literal_config(parser: ConfigParser, config_id: str, exclude: tuple[str, ...
 
 
 def bundle_config_record(parser: ConfigParser) -> tuple[dict, dict]:
-    """What a run logs of its bundle configuration.
-
-    Returns:
-        ``(config, resolved)``: ``config`` is the merged configuration (all files and overrides, as written,
-        expressions unevaluated); ``resolved`` maps every top-level id whose value is a plain value (or an
-        expression the run has already evaluated to one: a path, a device, ...) to that value. Nothing is
-        evaluated here, so building the record never loads data; datalists and other containers of dicts are
-        left out of ``resolved`` (they may name patients' files; the dataset fingerprint stands for them).
+    """``(config, resolved)``: the merged configuration as written, and every top-level id whose value is plain
+    (or an expression the run has already evaluated to a plain value) with that value. Nothing is evaluated
+    here; datalists are left out (they may name patients' files; the dataset fingerprint stands for them).
     """
     config = parser.get()
     cache = parser.ref_resolver.resolved_content
@@ -114,9 +91,8 @@ def bundle_config_record(parser: ConfigParser) -> tuple[dict, dict]:
             value = _literal(value, key)
         except ValueError:
             continue
+        items = value if isinstance(value, list) else [value]
         code = isinstance(value, list) and any(isinstance(v, str) and v.startswith("$") for v in value)  # imports, run
-        if isinstance(value, (str, int, float, bool, type(None))) or (
-            isinstance(value, list) and not code and all(isinstance(v, (str, int, float, bool, type(None))) for v in value)
-        ):
+        if not code and all(isinstance(v, _SCALARS) for v in items):
             resolved[key] = value
     return config, resolved

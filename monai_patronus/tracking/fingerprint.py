@@ -1,7 +1,8 @@
 """Which data trained a model: a content fingerprint of the datalist and of its files.
 
-Nothing here logs a path or an id: the fingerprint is made of SHA-256 digests and counts only, so it can be
-logged as run tags and compared between runs ("was this model trained on data version X?").
+The fingerprint holds SHA-256 digests and counts only (no path, no id), so it can be logged as run tags and
+compared between runs. It is not ``mlflow.data``'s dataset digest, which hashes only a DataFrame's first 10,000
+rows (``mlflow.data.digest_utils.MAX_ROWS``) into 8 hex digits: a change in row 10,001 keeps it.
 """
 
 from __future__ import annotations
@@ -14,54 +15,39 @@ from pathlib import Path
 
 __all__ = ["dataset_fingerprint"]
 
-_CHUNK = 1 << 20
-
-
-def _file_digest(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
 
 def _files_of(value: object) -> list[Path]:
     """The existing files a datalist value names: a file, every file under a folder (a DICOM series), or none."""
-    if isinstance(value, (str, os.PathLike)):
-        path = Path(value)
-        if path.is_file():
-            return [path]
-        if path.is_dir():
-            return sorted(p for p in path.rglob("*") if p.is_file())
-        return []
     if isinstance(value, (list, tuple)):
         return [p for v in value for p in _files_of(v)]
-    return []
+    if not isinstance(value, (str, os.PathLike)):
+        return []
+    path = Path(value)
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
 
 
-def _canonical(value: object, roots: Sequence[Path]) -> object:
-    """The datalist value with file paths made relative to ``roots`` (so moving the data keeps the digest)."""
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _relative(value: object, root: Path | None) -> object:
+    """The datalist value with absolute paths under ``root`` made relative (so moving the data keeps the digest)."""
     if isinstance(value, Mapping):
-        return {str(k): _canonical(v, roots) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): _relative(v, root) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_canonical(v, roots) for v in value]
-    if isinstance(value, (str, os.PathLike)) and Path(value).is_absolute():
-        for root in roots:
-            try:
-                return Path(value).relative_to(root).as_posix()
-            except ValueError:
-                continue
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+        return [_relative(v, root) for v in value]
+    if root is not None and isinstance(value, (str, os.PathLike)) and Path(value).is_absolute():
+        if Path(value).is_relative_to(root):
+            return Path(value).relative_to(root).as_posix()
+    return value
 
 
 def dataset_fingerprint(
-    data: Sequence[Mapping] | str | os.PathLike,
-    file_keys: Iterable[str] = ("image",),
-    hash_files: bool = True,
+    data: Sequence[Mapping] | str | os.PathLike, file_keys: Iterable[str] = ("image",), hash_files: bool = True
 ) -> dict[str, object]:
     """SHA-256 fingerprint of a datalist (a list of dicts) and of the files it names, or of a folder's files.
 
@@ -84,46 +70,37 @@ def dataset_fingerprint(
     if isinstance(data, (str, os.PathLike)):
         root = Path(data)
         if not root.is_dir():
-            raise ValueError(f"dataset_fingerprint: data {str(root)!r} is not a folder; pass a datalist or a dataset folder.")
+            raise ValueError(f"dataset_fingerprint: data {str(root)!r} is not a folder; pass a datalist or a folder.")
         files = sorted(p for p in root.rglob("*") if p.is_file())
         listing = [p.relative_to(root).as_posix() for p in files]
-        datalist_digest = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-        items = len(files)
     elif isinstance(data, Sequence) and all(isinstance(item, Mapping) for item in data):
         files = []
         for i, item in enumerate(data):
-            for key in file_keys:
-                if key in item:
-                    found = _files_of(item[key])
-                    if not found:
-                        raise ValueError(
-                            f"dataset_fingerprint: item {i} names no existing file under {key!r}; fix the datalist "
-                            "or drop the item."
-                        )
-                    files.extend(found)
-        parents = [p.parent for p in files]
-        roots = [Path(os.path.commonpath(parents))] if parents else []
-        canonical = [_canonical(item, roots) for item in data]
-        datalist_digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
-        items = len(data)
+            for key in (key for key in file_keys if key in item):
+                found = _files_of(item[key])
+                if not found:
+                    raise ValueError(
+                        f"dataset_fingerprint: item {i} names no existing file under {key!r}; fix the "
+                        "datalist or drop the item."
+                    )
+                files.extend(found)
+        root = Path(os.path.commonpath([p.parent for p in files])) if files else None
+        listing = [_relative(item, root) for item in data]
     else:
         raise TypeError(
-            f"dataset_fingerprint: data must be a datalist (a sequence of dicts) or a folder, got {type(data).__name__}."
+            f"dataset_fingerprint: data must be a datalist (a sequence of dicts) or a folder, got "
+            f"{type(data).__name__}."
         )
-    files_digest, total = None, 0
+    files_digest = None
     if hash_files:
         h = hashlib.sha256()
         for path in files:
-            digest, size = _file_digest(path)
-            h.update(digest.encode())
-            total += size
+            h.update(_sha256(path).encode())
         files_digest = h.hexdigest()
-    else:
-        total = sum(p.stat().st_size for p in files)
     return {
-        "datalist_sha256": datalist_digest,
+        "datalist_sha256": hashlib.sha256(json.dumps(listing, sort_keys=True, default=str).encode()).hexdigest(),
         "files_sha256": files_digest,
-        "num_items": items,
+        "num_items": len(listing),
         "num_files": len(files),
-        "num_bytes": total,
+        "num_bytes": sum(p.stat().st_size for p in files),
     }

@@ -1,13 +1,8 @@
-"""MLflow "models from code" file of the Patronus ``pyfunc`` model.
+"""MLflow "models from code" file of the Patronus ``pyfunc`` model (no pickle).
 
-:func:`~monai_patronus.tracking.pyfunc.log_patronus_model` passes this file's path as ``python_model=`` to
-``mlflow.pyfunc.log_model``. MLflow copies the file into the logged model folder and, when the model is
-loaded (``mlflow.pyfunc.load_model``, ``mlflow models serve``), runs the copy, which hands MLflow an empty
-:class:`~monai_patronus.tracking.pyfunc.PatronusModel`. MLflow then calls its ``load_context`` with the
-model's artifacts (a JSON config and a ``state_dict``). So no pickle is written or read. What the copy runs
-is whatever sits in the store, though: see "Trust boundary" in :mod:`monai_patronus.tracking.pyfunc`.
-
-Keep this file to these lines: everything it does happens in every process that loads the model.
+:func:`~monai_patronus.tracking.pyfunc.log_patronus_model` logs a copy of this file; loading the model runs the
+copy, and MLflow then calls ``load_context`` with the artifacts. Keep it to these lines: it runs in every
+process that loads the model (see "Trust boundary" in :mod:`monai_patronus.tracking.pyfunc`).
 """
 
 from __future__ import annotations

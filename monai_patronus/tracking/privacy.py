@@ -1,16 +1,9 @@
-"""Pseudonymous image ids for everything a run logs (issue: patient privacy).
+"""Pseudonymous image ids and redacted configs for everything a run logs (patient privacy).
 
-Image ids often carry patient identifiers (CheXpert's ``patient00001/study1/...``, DICOM file names that are
-SOP Instance UIDs, PACS folders named by Patient ID). Whatever leaves a run (MLflow params, tags, artifacts,
-figures) names an image only by its pseudonym: a keyed hash (HMAC-SHA256) of its id. The key never leaves the
-machine that trained the model; a holder of the key maps pseudonyms back by hashing the ids of the datalist
-(:meth:`Pseudonymizer.map_back`). The key's own fingerprint (:attr:`Pseudonymizer.key_id`) is logged so a
-reviewer knows which key a run used.
-
-DICOM headers never reach MLflow at all: :class:`monai_patronus.data.DicomReader` keeps no identifying
-tags, and nothing here logs a datalist or a file path. What a run logs of its configuration goes through
-:func:`redact_config` (file paths, credentials in URIs and secret-named values replaced), and every tracking URI
-that is printed, logged or written goes through :func:`redact_uri`.
+Whatever leaves a run (MLflow params, tags, artifacts, figures) names an image only by its pseudonym, a keyed
+hash (HMAC-SHA256) of its id; the key stays on the training machine, and its holder maps pseudonyms back
+(:meth:`Pseudonymizer.map_back`). Logged configuration goes through :func:`redact_config` (file paths,
+credentials and secret-named values replaced), printed or logged tracking URIs through :func:`redact_uri`.
 """
 
 from __future__ import annotations
@@ -33,11 +26,10 @@ logger = logging.getLogger("monai_patronus.tracking")
 #: environment variable holding the pseudonym key (hex, at least 16 bytes); wins over a key file
 KEY_ENV = "PATRONUS_PSEUDONYM_KEY"
 
-class Pseudonymizer:
-    """Keyed-hash pseudonyms of image ids: ``"img-" + HMAC-SHA256(key, id)[:16 hex]``.
 
-    The same key gives the same pseudonym for an id in every run, so provenance tables of several runs can be
-    compared; without the key a pseudonym reveals nothing about the id.
+class Pseudonymizer:
+    """Keyed-hash pseudonyms of image ids: ``"img-" + HMAC-SHA256(key, id)[:16 hex]``, the same in every run
+    with the same key, revealing nothing without it.
 
     Args:
         key: the secret, at least 16 bytes (``bytes``, or a hex string).
@@ -51,13 +43,13 @@ class Pseudonymizer:
                 key = bytes.fromhex(key.strip())
             except ValueError as err:
                 raise ValueError(
-                    "Pseudonymizer: key must be bytes or a hex string (e.g. secrets.token_hex(32)); got a string "
-                    "that is not hex."
+                    "Pseudonymizer: key must be bytes or a hex string (e.g. secrets.token_hex(32)); "
+                    "got a string that is not hex."
                 ) from err
-        if not isinstance(key, bytes):
-            raise TypeError(f"Pseudonymizer: key must be bytes or a hex string, got {type(key).__name__}.")
         if len(key) < 16:
-            raise ValueError(f"Pseudonymizer: key must hold at least 16 bytes, got {len(key)}; use secrets.token_bytes(32).")
+            raise ValueError(
+                f"Pseudonymizer: key must hold at least 16 bytes, got {len(key)}; use secrets.token_hex(32)."
+            )
         self._key = key
 
     @property
@@ -66,16 +58,12 @@ class Pseudonymizer:
         return hashlib.sha256(b"patronus-key-id:" + self._key).hexdigest()[:12]
 
     def __call__(self, image_id: object, prefix: str | None = None) -> str:
-        """The pseudonym of ``image_id`` (any value; it is hashed as ``str(image_id)``), ``prefix`` (default
-        ``"img-"``) followed by 16 hex digits."""
+        """``prefix`` (default ``"img-"``) and 16 hex digits of the keyed hash of ``str(image_id)``."""
         digest = hmac.new(self._key, str(image_id).encode("utf-8"), hashlib.sha256).hexdigest()
         return (self.prefix if prefix is None else prefix) + digest[:16]
 
     def map_back(self, pseudonyms: Iterable[str], image_ids: Iterable[object]) -> dict[str, str]:
-        """Map pseudonyms back to ids: hash every candidate id (e.g. the datalist's) and look them up.
-
-        Returns:
-            ``{pseudonym: id}`` for each pseudonym whose id is among ``image_ids``.
+        """``{pseudonym: id}``, hashing every candidate id (e.g. the datalist's).
 
         Raises:
             ValueError: naming the pseudonyms whose id is not among ``image_ids`` (wrong key or wrong datalist).
@@ -107,15 +95,17 @@ class Pseudonymizer:
         mode = path.stat().st_mode
         if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
             logger.warning(
-                "pseudonym key file %s can be read by other users (mode %o); restrict it: chmod 600 %s", path,
-                stat.S_IMODE(mode), path,
+                "pseudonym key file %s can be read by other users (mode %o); restrict it: chmod 600 %s",
+                path,
+                stat.S_IMODE(mode),
+                path,
             )
         try:
             return cls(path.read_text().strip())
         except ValueError as err:  # empty (e.g. killed while creating it), truncated or not hex
             raise ValueError(
-                f"Pseudonymizer.from_key_file: the key file {path} holds no valid key ({err}). If this run never logged "
-                "anything with it, delete the file and a new key is made; otherwise restore it from your backup "
+                f"Pseudonymizer.from_key_file: the key file {path} holds no valid key ({err}). If this run never "
+                "logged anything with it, delete the file and a new key is made; otherwise restore it from your backup "
                 "(pseudonyms made with another key cannot be mapped back)."
             ) from None
 
@@ -135,16 +125,16 @@ def pseudonymizer_for(output_dir: str | os.PathLike, key: bytes | str | None = N
 REDACTED = "<redacted>"
 REDACTED_PATH = "<path>"
 # config keys whose values are secrets: key, token, password, secret, credential(s) as a whole word of the key
-_SECRET_NAME = re.compile(r"(^|[_\-.#])(key|token|password|passwd|secret|credentials?|api_?key)($|[_\-.#])", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"(^|[_\-.#])(key|token|password|passwd|secret|credentials?|api_?key)($|[_\-.#])", re.IGNORECASE
+)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _QUOTED = re.compile(r"(['\"])((?:(?!\1).)*)\1")
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` without credentials: the user-info part (``user:token@``) becomes ``***@`` and query values with
-    secret names (``token=``, ``password=`` ...) become ``<redacted>``. Anything that is not a URI is returned
-    unchanged. (Give credentials to MLflow as ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or
-    ``MLFLOW_TRACKING_TOKEN`` rather than in the URI.)"""
+    """``uri`` without credentials: ``user:token@`` becomes ``***@`` and secret-named query values (``token=``,
+    ``password=`` ...) ``<redacted>``; anything that is not a URI is returned unchanged."""
     if not isinstance(uri, str) or not _URI.match(uri):
         return uri
     parts = urllib.parse.urlsplit(uri)
@@ -171,11 +161,9 @@ def _redact_text(text: str) -> str:
 
 
 def redact_config(value: object, name: str = "") -> object:
-    """A copy of a (bundle) configuration value fit to leave the machine: values under secret-named keys
-    (``pseudonym_key``, ``api_token``, ``password`` ...) become ``<redacted>``, strings that are file paths (they
-    may name patients: PACS folders are patient ids) become ``<path>``, URIs lose their credentials
-    (:func:`redact_uri`), and string literals inside ``$`` expressions are treated the same way. Dicts and lists
-    are walked; other values are returned as they are."""
+    """A copy of a (bundle) config value fit to leave the machine: values under secret-named keys
+    (``pseudonym_key``, ``api_token`` ...) become ``<redacted>``, file paths (PACS folders may be patient ids)
+    ``<path>``, URIs lose their credentials, and string literals inside ``$`` expressions are treated the same."""
     if name and _SECRET_NAME.search(str(name)) and not isinstance(value, (Mapping, list, tuple)):
         return REDACTED if value not in (None, "", False) else value
     if isinstance(value, Mapping):

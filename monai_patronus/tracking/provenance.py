@@ -1,9 +1,7 @@
 """Prototype provenance for MLflow: where each prototype comes from, under pseudonymous image ids.
 
-:func:`prototype_provenance` finds every prototype's nearest real patches (one streaming pass, see
-:func:`monai_patronus.interpret.find_nearest_patches`), writes the JSON table and the gallery PNG (the source
-images with the patch boxed) that a training run logs; :func:`model_provenance` reads them back for a
-registered model version ("where does prototype k come from, and which data trained it").
+:func:`prototype_provenance` writes the JSON table and gallery a training run logs; :func:`model_provenance`
+reads them back for a registered model version.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from monai.networks.utils import eval_mode
 from torch import nn
 
 from monai_patronus.data.batches import gather_images
@@ -56,13 +55,9 @@ def prototype_provenance(
     net = unwrap_network(network)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    was_training = net.training
-    net.eval()
-    try:
+    with eval_mode(net):
         nearest = find_nearest_patches(net.prototype_encoder, data, k=top_k, image_key=image_key, id_key=id_key)
-    finally:
-        net.train(was_training)
-    sources = gather_images(data, {m.image_index for ms in nearest.values() for m in ms}, "prototype_provenance", image_key)
+    sources = gather_images(data, {m.image_index for ms in nearest.values() for m in ms}, image_key=image_key)
     table = {
         "top_k": top_k,
         "pseudonym_key_id": pseudonymize.key_id,
@@ -90,8 +85,12 @@ def prototype_provenance(
     boxes = [[m.box for m in ms] for ms in nearest.values()]
     captions = [[f"{pseudonymize(m.image_id)[4:12]} d={m.distance:.3g}" for m in ms] for ms in nearest.values()]
     gallery = plot_image_rows(
-        rows, row_labels=[f"prototype {k}" for k in nearest], boxes=boxes, captions=captions,
-        title=f"nearest training patches per prototype (top {top_k})", path=out / "provenance.png",
+        rows,
+        row_labels=[f"prototype {k}" for k in nearest],
+        boxes=boxes,
+        captions=captions,
+        title=f"nearest training patches per prototype (top {top_k})",
+        path=out / "provenance.png",
     )
     return table_path, gallery
 
@@ -119,16 +118,18 @@ class ModelProvenance:
 
     def prototype(self, k: int) -> list[dict]:
         """Where prototype ``k`` comes from: its nearest training patches (pseudonymous image, box, distance)."""
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"ModelProvenance.prototype: k must be an int, got {k!r}.")
-        for row in self.table["prototypes"]:
-            if row["prototype"] == k:
-                return row["patches"]
-        raise ValueError(f"ModelProvenance.prototype: model {self.name} v{self.version} has no prototype {k}; "
-                         f"its prototypes are 0..{self.num_prototypes - 1}.")
+        patches = {row["prototype"]: row["patches"] for row in self.table["prototypes"]}
+        if k in patches:
+            return patches[k]
+        raise ValueError(
+            f"ModelProvenance.prototype: model {self.name} v{self.version} has no prototype {k}; "
+            f"its prototypes are 0..{self.num_prototypes - 1}."
+        )
 
 
-def model_provenance(name: str, alias_or_version: str | int = "champion", tracking_uri: str | None = None) -> ModelProvenance:
+def model_provenance(
+    name: str, alias_or_version: str | int = "champion", tracking_uri: str | None = None
+) -> ModelProvenance:
     """The provenance of registered model ``name`` at an alias (``"candidate"``, ``"champion"``) or version.
 
     Raises:
@@ -138,4 +139,6 @@ def model_provenance(name: str, alias_or_version: str | int = "champion", tracki
 
     client, mv = model_version(name, alias_or_version, tracking_uri)
     table = json.loads(download_run_artifact(client, mv.run_id, f"{PROVENANCE_ARTIFACT}/provenance.json").read_text())
-    return ModelProvenance(name=name, version=str(mv.version), run_id=mv.run_id, data=table.get("dataset_fingerprint") or {}, table=table)
+    return ModelProvenance(
+        name=name, version=str(mv.version), run_id=mv.run_id, data=table.get("dataset_fingerprint") or {}, table=table
+    )

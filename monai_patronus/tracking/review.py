@@ -1,16 +1,12 @@
 """Clinicians' review of a registered model's prototypes, kept in MLflow, and promotion to ``champion``.
 
-A review is one verdict per prototype: ``accept`` (a pattern a clinician recognises as legitimate),
-``spurious`` (a shortcut: a device, a text marker, a scanner artefact) or ``unclear``, each with a comment.
-:func:`save_review` writes it as an artifact of the model version's run (``review/review_<n>.json``) and
-summarises it in the model version's tags; :func:`promote_to_champion` moves the ``champion`` alias only when
-every prototype is reviewed and accepted.
+A review is one verdict per prototype (``accept``, ``spurious``: a shortcut, or ``unclear``), with a comment,
+saved as an artifact of the version's run and summarised in its tags; only an all-accepted review promotes.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,36 +16,6 @@ from monai_patronus.tracking.registry import CHAMPION, download_run_artifact, mo
 __all__ = ["VERDICTS", "bundle_training_data", "load_review", "promote_to_champion", "save_review"]
 
 VERDICTS = ("accept", "spurious", "unclear")
-
-
-def _num_prototypes(mv) -> int:
-    try:
-        return int(mv.tags["patronus.num_prototypes"])
-    except (KeyError, ValueError) as err:
-        raise ValueError(
-            f"model version {mv.name} v{mv.version} has no 'patronus.num_prototypes' tag; register it with the "
-            "Patronus tracking handler."
-        ) from err
-
-
-def _check_verdicts(verdicts: Mapping, num_prototypes: int) -> dict[int, dict[str, str]]:
-    if not isinstance(verdicts, Mapping):
-        raise TypeError(f"save_review: verdicts must be a dict {{prototype: verdict or (verdict, comment)}}, got {type(verdicts).__name__}.")
-    checked = {}
-    for k, entry in verdicts.items():
-        try:
-            index = int(k)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"save_review: prototype key {k!r} is not an index; use ints 0..{num_prototypes - 1}.") from err
-        if not 0 <= index < num_prototypes:
-            raise ValueError(f"save_review: prototype {index} does not exist; the model has prototypes 0..{num_prototypes - 1}.")
-        verdict, comment = (entry, "") if isinstance(entry, str) else tuple(entry) if isinstance(entry, (list, tuple)) and len(entry) == 2 else (None, None)
-        if verdict not in VERDICTS or not isinstance(comment, str):
-            raise ValueError(
-                f"save_review: prototype {index}: verdict must be one of {VERDICTS} or a (verdict, comment) pair, got {entry!r}."
-            )
-        checked[index] = {"verdict": verdict, "comment": comment}
-    return checked
 
 
 def save_review(
@@ -70,8 +36,19 @@ def save_review(
     if not isinstance(reviewer, str) or not reviewer.strip():
         raise ValueError(f"save_review: reviewer must be a non-empty str, got {reviewer!r}.")
     client, mv = model_version(name, version, tracking_uri)
-    k = _num_prototypes(mv)
-    checked = _check_verdicts(verdicts, k)
+    if "patronus.num_prototypes" not in mv.tags:
+        raise ValueError(
+            f"model {name} v{mv.version} has no 'patronus.num_prototypes' tag; register it with the "
+            "Patronus tracking handler."
+        )
+    k, checked = int(mv.tags["patronus.num_prototypes"]), {}
+    for i, entry in verdicts.items():
+        verdict, comment = (entry, "") if isinstance(entry, str) else tuple(entry)
+        if not 0 <= int(i) < k:
+            raise ValueError(f"save_review: prototype {i} does not exist; the model has prototypes 0..{k - 1}.")
+        if verdict not in VERDICTS:
+            raise ValueError(f"save_review: prototype {i}: verdict must be one of {VERDICTS}, got {entry!r}.")
+        checked[int(i)] = {"verdict": verdict, "comment": str(comment)}
     counts = {v: sum(1 for e in checked.values() if e["verdict"] == v) for v in VERDICTS}
     unreviewed = [i for i in range(k) if i not in checked]
     status = "flagged" if counts["spurious"] or counts["unclear"] else "incomplete" if unreviewed else "approved"
@@ -86,10 +63,7 @@ def save_review(
         "verdicts": {str(i): checked[i] for i in sorted(checked)},
     }
     artifact = f"review/review_v{mv.version}_{int(time.time() * 1000)}.json"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(artifact).name
-        path.write_text(json.dumps(review, indent=1))
-        client.log_artifact(mv.run_id, str(path), artifact_path="review")
+    client.log_dict(mv.run_id, review, artifact)
     tags = {
         "review.status": status,
         "review.reviewer": reviewer,
@@ -138,8 +112,8 @@ def promote_to_champion(name: str, version: str | int, tracking_uri: str | None 
 
 
 def bundle_training_data(bundle_dir: str | Path, image_size: int | None = None, dataset_dir: str | Path | None = None):
-    """``(datalist, dataset)`` of a bundle's ``train.json``, read through its own MONAI transforms, for reviewing
-    a model it trained (compare ``dataset_fingerprint(datalist)`` with the model's record first).
+    """``(datalist, dataset)`` of a bundle's (``common.json`` +) ``train.json``, read through its own transforms,
+    for reviewing a model it trained (compare ``dataset_fingerprint(datalist)`` with the model's record first).
 
     Args:
         bundle_dir: the bundle folder (holding ``configs/train.json``).
@@ -149,15 +123,12 @@ def bundle_training_data(bundle_dir: str | Path, image_size: int | None = None, 
     from monai.bundle import ConfigParser
 
     bundle_dir = Path(bundle_dir).resolve()
-    config = bundle_dir / "configs" / "train.json"
+    common, config = bundle_dir / "configs" / "common.json", bundle_dir / "configs" / "train.json"
     if not config.is_file():
         raise ValueError(f"bundle_training_data: {config} does not exist; pass the folder of a training bundle.")
     parser = ConfigParser()
-    parser.read_config(str(config))
-    parser.update({"bundle_root": str(bundle_dir)})
-    if image_size is not None:
-        parser.update({"image_size": image_size})
-    if dataset_dir is not None:
-        parser.update({"dataset_dir": str(dataset_dir)})
+    parser.read_config([str(f) for f in (common, config) if f.is_file()])  # the bundle's config_file list
+    overrides = {"bundle_root": str(bundle_dir), "image_size": image_size, "dataset_dir": dataset_dir}
+    parser.update({key: str(v) if isinstance(v, Path) else v for key, v in overrides.items() if v is not None})
     parser.parse()
     return parser.get_parsed_content("train#datalist"), parser.get_parsed_content("train#dataset")

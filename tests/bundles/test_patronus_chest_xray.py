@@ -14,7 +14,11 @@ from tests._helpers import LogRecords
 from tests.bundles._workflow import run_bundle
 from tests.data._files import PATIENT_ID, PATIENT_NAME, write_dicom, write_png, write_sitk
 
-FAST = dict(max_epochs=1, epoch_length=1, batch_size=2, num_workers=0, grid_images=2, num_inference_steps=2, grid_interval=1)
+pytestmark = pytest.mark.slow  # runs bundle configs (training, CLI, torchrun)
+
+FAST = dict(
+    max_epochs=1, epoch_length=1, batch_size=2, num_workers=0, grid_images=2, num_inference_steps=2, grid_interval=1
+)
 NO_GRID = FAST | dict(grid_interval=100)
 
 
@@ -22,7 +26,11 @@ def _radiograph(seed: int, shape=(240, 256)) -> np.ndarray:
     """A smooth synthetic 'chest': two dark lung fields in a bright body, plus noise."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[: shape[0], : shape[1]] / np.array(shape).reshape(2, 1, 1)
-    body = 0.8 - 0.5 * (((x - 0.35) / 0.15) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1) - 0.5 * (((x - 0.65) / 0.15) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1)
+    body = (
+        0.8
+        - 0.5 * (((x - 0.35) / 0.15) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1)
+        - 0.5 * (((x - 0.65) / 0.15) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1)
+    )
     return np.clip(body + 0.05 * rng.standard_normal(shape), 0, 1)
 
 
@@ -52,7 +60,13 @@ def _write_dataset(root, bad: str | None = None):
 
 def test_one_iteration_on_mixed_formats(tmp_path):
     data = _write_dataset(tmp_path / "data")
-    wf = run_bundle("patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data), **FAST)
+    wf = run_bundle(
+        "patronus_chest_xray",
+        ["common.json", "train.json"],
+        output_dir=str(tmp_path / "out"),
+        dataset_dir=str(data),
+        **FAST,
+    )
     parser = wf.parser
     datalist = parser.get_parsed_content("train#datalist")
     assert [d["image"].rsplit(".", 1)[-1] for d in datalist] == ["png", "dcm", "gz", "mha"]
@@ -80,7 +94,13 @@ def test_one_iteration_on_mixed_formats(tmp_path):
 def test_missing_file_names_the_row_or_is_skipped(tmp_path):
     data = _write_dataset(tmp_path / "data", bad="missing")
     with pytest.raises(Exception) as info:
-        run_bundle("patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data), **NO_GRID)
+        run_bundle(
+            "patronus_chest_xray",
+            ["common.json", "train.json"],
+            output_dir=str(tmp_path / "out"),
+            dataset_dir=str(data),
+            **NO_GRID,
+        )
     chain, e = [], info.value
     while e is not None:
         chain.append(str(e))
@@ -89,8 +109,12 @@ def test_missing_file_names_the_row_or_is_skipped(tmp_path):
     assert not any("gone" in m for m in chain), chain  # rows, never paths
     with LogRecords() as records:
         wf = run_bundle(
-            "patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out2"), dataset_dir=str(data),
-            on_missing="skip", **NO_GRID,
+            "patronus_chest_xray",
+            ["common.json", "train.json"],
+            output_dir=str(tmp_path / "out2"),
+            dataset_dir=str(data),
+            on_missing="skip",
+            **NO_GRID,
         )
     assert len(wf.parser.get_parsed_content("train#datalist")) == 4
     assert "(rows 6)" in records.text and "gone" not in records.text
@@ -100,8 +124,12 @@ def test_nan_image_skipped_and_counted_when_asked(tmp_path):
     data = _write_dataset(tmp_path / "data", bad="nan")
     with LogRecords() as records:
         wf = run_bundle(
-            "patronus_chest_xray", ["train.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data),
-            on_error="skip", **(NO_GRID | dict(epoch_length=2)),
+            "patronus_chest_xray",
+            ["common.json", "train.json"],
+            output_dir=str(tmp_path / "out"),
+            dataset_dir=str(data),
+            on_error="skip",
+            **(NO_GRID | dict(epoch_length=2)),
         )
     assert "datalist row 4" in records.text and "p3" not in records.text  # p3.nii.gz is CSV row 4: named by row
     assert wf.parser.get_parsed_content("train#dataloader").collate_fn.num_dropped >= 1
@@ -113,15 +141,36 @@ def test_inference_and_two_process_training(tmp_path):
 
     data = _write_dataset(tmp_path / "data")
     common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), image_size=64)
-    run_bundle("patronus_chest_xray", ["train.json"], **(NO_GRID | common))
-    run_bundle("patronus_chest_xray", ["train.json", "inference.json"], **(FAST | common))
+    run_bundle("patronus_chest_xray", ["common.json", "train.json"], **(NO_GRID | common))
+    run_bundle("patronus_chest_xray", ["common.json", "inference.json"], **(FAST | common))
     assert (tmp_path / "out" / "inference" / "inference_grid.png").is_file()
 
     result = run_cli(
         "patronus_chest_xray",
-        ["--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--output_dir", str(tmp_path / "ddp"),
-         "--dataset_dir", str(data), "--image_size", "64", "--max_epochs", "1", "--epoch_length", "1", "--batch_size", "2",
-         "--num_workers", "0", "--grid_interval", "100", "--tracking_enabled", "true", "--provenance_top_k", "1"],
+        [
+            "--config_file",
+            "['configs/common.json','configs/train.json','configs/multi_gpu_train.json']",
+            "--output_dir",
+            str(tmp_path / "ddp"),
+            "--dataset_dir",
+            str(data),
+            "--image_size",
+            "64",
+            "--max_epochs",
+            "1",
+            "--epoch_length",
+            "1",
+            "--batch_size",
+            "2",
+            "--num_workers",
+            "0",
+            "--grid_interval",
+            "100",
+            "--tracking_enabled",
+            "true",
+            "--provenance_top_k",
+            "1",
+        ],
         nproc=2,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -139,23 +188,51 @@ def test_inference_and_two_process_training(tmp_path):
 def test_explanation_configs_skip_unreadable_images(tmp_path):
     """explain / emergence / edit / train_prior / sample on a dataset where one file is dropped (NaN)."""
     data = _write_dataset(tmp_path / "data", bad="nan")
-    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), image_size=64, on_error="skip",
-                  num_workers=0, batch_size=2, num_inference_steps=2, inversion_iterations=0)
-    run_bundle("patronus_chest_xray", ["train.json"], **common, max_epochs=1, epoch_length=1, grid_interval=100)
-    run_bundle("patronus_chest_xray", ["train.json", "explain.json"], **common, interpret_num_images=3,
-               explain_prototypes=[0, 1], provenance_top_k=2)
+    common = dict(
+        output_dir=str(tmp_path / "out"),
+        dataset_dir=str(data),
+        image_size=64,
+        on_error="skip",
+        num_workers=0,
+        batch_size=2,
+        num_inference_steps=2,
+        inversion_iterations=0,
+    )
+    run_bundle(
+        "patronus_chest_xray", ["common.json", "train.json"], **common, max_epochs=1, epoch_length=1, grid_interval=100
+    )
+    run_bundle(
+        "patronus_chest_xray",
+        ["common.json", "explain.json"],
+        **common,
+        interpret_num_images=3,
+        explain_prototypes=[0, 1],
+        provenance_top_k=2,
+    )
     out = tmp_path / "out" / "interpret"
     summary = json.loads((out / "explain.json").read_text())
     assert [p["prototype"] for p in summary["prototypes"]] == [0, 1]
     shown = {m["image_id"] for p in summary["prototypes"] for m in p["nearest_real_patches"]}
-    ids = set(Pseudonymizer.from_key_file(tmp_path / "out" / "pseudonym.key", create=False).map_back(shown, ["p1", "p2", "p3", "p4"]).values())
-    assert ids and ids <= {"p1", "p2", "p4"}, ids  # p3 (NaN) was dropped by the transforms and the collate; pseudonyms only
+    ids = set(
+        Pseudonymizer.from_key_file(tmp_path / "out" / "pseudonym.key", create=False)
+        .map_back(shown, ["p1", "p2", "p3", "p4"])
+        .values()
+    )
+    assert ids and ids <= {"p1", "p2", "p4"}, (
+        ids
+    )  # p3 (NaN) was dropped by the transforms and the collate; pseudonyms only
     assert all(len(p["nearest_real_patches"]) == 2 for p in summary["prototypes"])
-    run_bundle("patronus_chest_xray", ["train.json", "emergence.json"], **common, interpret_num_images=2)
-    run_bundle("patronus_chest_xray", ["train.json", "edit.json"], **common, edit_values=[0.0, 3.0],
-               interpolation_steps=3, interpret_num_images=2)
-    run_bundle("patronus_chest_xray", ["train.json", "train_prior.json"], **common, prior_epochs=2)
-    run_bundle("patronus_chest_xray", ["train.json", "sample.json"], **common, num_samples=2)
+    run_bundle("patronus_chest_xray", ["common.json", "emergence.json"], **common, interpret_num_images=2)
+    run_bundle(
+        "patronus_chest_xray",
+        ["common.json", "edit.json"],
+        **common,
+        edit_values=[0.0, 3.0],
+        interpolation_steps=3,
+        interpret_num_images=2,
+    )
+    run_bundle("patronus_chest_xray", ["common.json", "train_prior.json"], **common, prior_epochs=2)
+    run_bundle("patronus_chest_xray", ["common.json", "sample.json"], **common, num_samples=2)
     for name in ("gallery.png", "emergence.png", "extrapolation.png", "interpolation.png", "samples.png"):
         assert (out / name).stat().st_size > 1000, name
     for path in (tmp_path / "out").rglob("*"):
@@ -181,13 +258,34 @@ def test_evaluate_config_with_heldout_csv(tmp_path):
     for name in ("train.csv", "heldout.csv"):
         with open(data / name, "w", newline="") as f:
             csv.writer(f).writerows(lines)
-    common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), image_size=64, num_workers=0,
-                  batch_size=4, num_inference_steps=2, inversion_iterations=0)
+    common = dict(
+        output_dir=str(tmp_path / "out"),
+        dataset_dir=str(data),
+        image_size=64,
+        num_workers=0,
+        batch_size=4,
+        num_inference_steps=2,
+        inversion_iterations=0,
+    )
     # the paper's uniform prototype init (not the recipe's init on feature cells): see the tie check below
-    run_bundle("patronus_chest_xray", ["train.json"], **common, max_epochs=1, epoch_length=1, grid_interval=100,
-               init_prototypes=False)
-    run_bundle("patronus_chest_xray", ["train.json", "evaluate.json"], **common, probe_folds=2, num_pairs=1,
-               num_counterfactual=2, heldout_csv_path=str(data / "heldout.csv"))
+    run_bundle(
+        "patronus_chest_xray",
+        ["common.json", "train.json"],
+        **common,
+        max_epochs=1,
+        epoch_length=1,
+        grid_interval=100,
+        init_prototypes=False,
+    )
+    run_bundle(
+        "patronus_chest_xray",
+        ["common.json", "evaluate.json"],
+        **common,
+        probe_folds=2,
+        num_pairs=1,
+        num_counterfactual=2,
+        heldout_csv_path=str(data / "heldout.csv"),
+    )
     out = tmp_path / "out" / "evaluation"
     result = json.loads((out / "evaluation.json").read_text())
     assert result["num_images"] == 8 and result["num_heldout_images"] == 8
@@ -225,18 +323,51 @@ def test_a_users_csv_trains_and_evaluates_through_the_cli(tmp_path):
         with open(tmp_path / name, "w", newline="") as f:
             csv.writer(f).writerows([["Path", *columns], *body])
     out = tmp_path / "out"
-    common = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf",
-              "--csv_path", str(tmp_path / "train.csv"), "--output_dir", str(out), "--image_size", "64",
-              "--num_workers", "0", "--num_inference_steps", "4", "--tracking_enabled", "true",
-              # a narrower U-Net than the paper's (64-128-256-256, 2 res-blocks) keeps this test in CI's budget
-              "--network_def#channels", "[16,32,32,32]", "--network_def#num_res_blocks", "1"]
-    train = run_cli("patronus_chest_xray", ["--config_file", "configs/train.json", *common, "--max_epochs", "2",
-                                            "--batch_size", "32", "--provenance_top_k", "2"], timeout=1200)
+    common = [
+        "--meta_file",
+        "configs/metadata.json",
+        "--logging_file",
+        "configs/logging.conf",
+        "--csv_path",
+        str(tmp_path / "train.csv"),
+        "--output_dir",
+        str(out),
+        "--image_size",
+        "64",
+        "--num_workers",
+        "0",
+        "--num_inference_steps",
+        "4",
+        "--tracking_enabled",
+        "true",
+        # a narrower U-Net than the paper's (64-128-256-256, 2 res-blocks) keeps this test in CI's budget
+        "--network_def#channels",
+        "[16,32,32,32]",
+        "--network_def#num_res_blocks",
+        "1",
+    ]
+    train = run_cli(
+        "patronus_chest_xray",
+        [
+            "--config_file",
+            "['configs/common.json','configs/train.json']",
+            *common,
+            "--max_epochs",
+            "2",
+            "--batch_size",
+            "32",
+            "--provenance_top_k",
+            "2",
+        ],
+        timeout=1200,
+    )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     run = client.get_run(json.loads((out / "mlflow_run.json").read_text())["run_id"])
     steps_per_epoch = len(train_rows) // 32  # drop_last: every batch is full
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 2 * steps_per_epoch + 1))
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(
+        range(1, 2 * steps_per_epoch + 1)
+    )
     assert run.info.status == "FINISHED" and run.data.tags["data.num_items"] == str(len(train_rows))
     # the whole preprocessing is cached: one file per image, holding the final 64 px tensor and a tensor label
     cached = sorted((out / "cache").rglob("*.pt"))
@@ -244,10 +375,27 @@ def test_a_users_csv_trains_and_evaluates_through_the_cli(tmp_path):
     item = torch.load(cached[0], weights_only=True)
     assert tuple(item["image"].shape) == (1, 64, 64) and isinstance(item["label"], torch.Tensor)
 
-    evaluate = run_cli("patronus_chest_xray", [
-        "--config_file", "['configs/train.json','configs/evaluate.json']", *common,
-        "--heldout_csv_path", str(tmp_path / "heldout.csv"), "--batch_size", "64", "--inversion_iterations", "0",
-        "--probe_folds", "2", "--num_pairs", "1", "--num_counterfactual", "4"], timeout=1200)
+    evaluate = run_cli(
+        "patronus_chest_xray",
+        [
+            "--config_file",
+            "['configs/common.json','configs/evaluate.json']",
+            *common,
+            "--heldout_csv_path",
+            str(tmp_path / "heldout.csv"),
+            "--batch_size",
+            "64",
+            "--inversion_iterations",
+            "0",
+            "--probe_folds",
+            "2",
+            "--num_pairs",
+            "1",
+            "--num_counterfactual",
+            "4",
+        ],
+        timeout=1200,
+    )
     assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
     result = json.loads((out / "evaluation" / "evaluation.json").read_text())
     assert result["num_images"] == len(train_rows) and result["num_heldout_images"] == len(heldout_rows)

@@ -9,17 +9,15 @@ from monai_patronus.handlers import latest_checkpoint
 from monai_patronus.networks import PatronusUNet
 from tests.bundles._workflow import BUNDLES, run_bundle, run_cli
 
+pytestmark = pytest.mark.slow  # runs bundle configs (training, CLI, torchrun)
+
 FAST = dict(max_epochs=1, epoch_length=1, num_inference_steps=3, grid_images=2, grid_interval=1)
 
 
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory):
-    """The MNI152 slices/volumes are written once for the module (real data from nilearn's wheel)."""
-    return str(tmp_path_factory.mktemp("mni152"))
-
-
 def test_train_one_iteration_writes_checkpoint_and_grid(tmp_path, dataset_dir):
-    wf = run_bundle("patronus_demo", ["train.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir, **FAST)
+    wf = run_bundle(
+        "patronus_demo", ["common.json", "train.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir, **FAST
+    )
     assert wf.check_properties() == []
     handlers = {type(h).__name__ for h in wf.parser.get_parsed_content("train#handlers")}
     assert "PrototypeDistinctLossHandler" not in handlers and "ProgressBar" not in handlers  # off by default here
@@ -38,9 +36,9 @@ def test_train_one_iteration_writes_checkpoint_and_grid(tmp_path, dataset_dir):
 
 def test_resume_continues_from_last_checkpoint(tmp_path, dataset_dir):
     common = dict(output_dir=str(tmp_path), dataset_dir=dataset_dir, epoch_length=1, grid_interval=100)
-    run_bundle("patronus_demo", ["train.json"], max_epochs=1, **common)
+    run_bundle("patronus_demo", ["common.json", "train.json"], max_epochs=1, **common)
     first = torch.load(latest_checkpoint(tmp_path / "checkpoints"), weights_only=True)
-    wf = run_bundle("patronus_demo", ["train.json"], max_epochs=2, resume=True, **common)
+    wf = run_bundle("patronus_demo", ["common.json", "train.json"], max_epochs=2, resume=True, **common)
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert (trainer.state.epoch, trainer.state.iteration) == (2, 2)  # one more epoch, not two
     assert latest_checkpoint(tmp_path / "checkpoints").endswith("checkpoint_epoch=2.pt")
@@ -49,16 +47,30 @@ def test_resume_continues_from_last_checkpoint(tmp_path, dataset_dir):
 
 def test_inference_after_training(tmp_path, dataset_dir):
     common = dict(output_dir=str(tmp_path), dataset_dir=dataset_dir)
-    run_bundle("patronus_demo", ["train.json"], max_epochs=1, epoch_length=1, grid_interval=100, **common)
-    run_bundle("patronus_demo", ["train.json", "inference.json"], num_inference_steps=3, grid_images=2,
-               weights="$@ckpt_dir", **common)
+    run_bundle(
+        "patronus_demo", ["common.json", "train.json"], max_epochs=1, epoch_length=1, grid_interval=100, **common
+    )
+    run_bundle(
+        "patronus_demo",
+        ["common.json", "inference.json"],
+        num_inference_steps=3,
+        grid_images=2,
+        weights="$@ckpt_dir",
+        **common,
+    )
     assert (tmp_path / "inference" / "inference_grid.png").is_file()
     (record,) = [json.loads(line) for line in (tmp_path / "inference" / "conditioning.jsonl").read_text().splitlines()]
     assert record["semantic_reconstruction"]["num_images"] == 2 and "edit efficacy" in record["summary"]
 
 
 def test_3d_configuration_trains_on_mni152_volumes(tmp_path, dataset_dir):
-    wf = run_bundle("patronus_demo", ["train.json", "train_3d.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir, **FAST)
+    wf = run_bundle(
+        "patronus_demo",
+        ["common.json", "train.json", "train_3d.json"],
+        output_dir=str(tmp_path),
+        dataset_dir=dataset_dir,
+        **FAST,
+    )
     net = wf.parser.get_parsed_content("network")
     assert isinstance(net, PatronusUNet) and net.spatial_dims == 3
     batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
@@ -69,8 +81,16 @@ def test_3d_configuration_trains_on_mni152_volumes(tmp_path, dataset_dir):
 
 def test_distinct_loss_and_bf16_options(tmp_path, dataset_dir):
     wf = run_bundle(
-        "patronus_demo", ["train.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir, max_epochs=1, epoch_length=1,
-        grid_interval=100, distinct_loss_weight=0.5, autocast_dtype="bfloat16", progress_bar=True,
+        "patronus_demo",
+        ["common.json", "train.json"],
+        output_dir=str(tmp_path),
+        dataset_dir=dataset_dir,
+        max_epochs=1,
+        epoch_length=1,
+        grid_interval=100,
+        distinct_loss_weight=0.5,
+        autocast_dtype="bfloat16",
+        progress_bar=True,
     )
     output = wf.parser.get_parsed_content("train#trainer").state.output
     assert "distinct_loss" in output and torch.isfinite(output["loss"])
@@ -81,9 +101,22 @@ def test_distinct_loss_and_bf16_options(tmp_path, dataset_dir):
 def test_torchrun_two_processes_gloo(tmp_path, dataset_dir):
     result = run_cli(
         "patronus_demo",
-        ["--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--logging_file", "configs/logging.conf",
-         "--output_dir", str(tmp_path), "--dataset_dir", dataset_dir, "--max_epochs", "1", "--epoch_length", "1",
-         "--grid_interval", "100"],
+        [
+            "--config_file",
+            "['configs/common.json','configs/train.json','configs/multi_gpu_train.json']",
+            "--logging_file",
+            "configs/logging.conf",
+            "--output_dir",
+            str(tmp_path),
+            "--dataset_dir",
+            dataset_dir,
+            "--max_epochs",
+            "1",
+            "--epoch_length",
+            "1",
+            "--grid_interval",
+            "100",
+        ],
         nproc=2,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -94,11 +127,24 @@ def test_torchrun_two_processes_gloo(tmp_path, dataset_dir):
 
 def test_metadata_fields():
     meta = json.loads((BUNDLES / "patronus_demo" / "configs" / "metadata.json").read_text())
-    for key in ("version", "changelog", "monai_version", "required_packages_version", "network_data_format", "intended_use"):
+    for key in (
+        "version",
+        "changelog",
+        "monai_version",
+        "required_packages_version",
+        "network_data_format",
+        "intended_use",
+    ):
         assert key in meta
     assert meta["version"] in meta["changelog"]
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
-    for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json", "configs/inference.json"):
+    for name in (
+        "LICENSE",
+        "docs/README.md",
+        "configs/logging.conf",
+        "configs/multi_gpu_train.json",
+        "configs/inference.json",
+    ):
         assert (BUNDLES / "patronus_demo" / name).is_file()
 
 
@@ -109,12 +155,26 @@ def test_killed_run_resumes_from_last_good_checkpoint(tmp_path, dataset_dir):
     import sys
     import time
 
-    args = ["--config_file", "configs/train.json", "--output_dir", str(tmp_path), "--dataset_dir", dataset_dir,
-            "--epoch_length", "1", "--grid_interval", "1000", "--keep_last_checkpoints", "2"]
+    args = [
+        "--config_file",
+        "['configs/common.json','configs/train.json']",
+        "--output_dir",
+        str(tmp_path),
+        "--dataset_dir",
+        dataset_dir,
+        "--epoch_length",
+        "1",
+        "--grid_interval",
+        "1000",
+        "--keep_last_checkpoints",
+        "2",
+    ]
     ckpts = tmp_path / "checkpoints"
     proc = subprocess.Popen(
         [sys.executable, "-m", "monai.bundle", "run", *args, "--max_epochs", "1000"],
-        cwd=BUNDLES / "patronus_demo", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=BUNDLES / "patronus_demo",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 240
@@ -141,7 +201,9 @@ def test_killed_run_resumes_from_last_good_checkpoint(tmp_path, dataset_dir):
 def _digests(folder) -> dict[str, str]:
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def test_new_run_in_an_old_output_folder_keeps_both_and_loads_the_new(tmp_path, dataset_dir):
@@ -149,12 +211,12 @@ def test_new_run_in_an_old_output_folder_keeps_both_and_loads_the_new(tmp_path, 
     from monai_patronus.handlers import load_network_weights
 
     common = dict(output_dir=str(tmp_path), dataset_dir=dataset_dir, epoch_length=1, grid_interval=100)
-    run_bundle("patronus_demo", ["train.json"], max_epochs=3, **common)
+    run_bundle("patronus_demo", ["common.json", "train.json"], max_epochs=3, **common)
     ckpts = tmp_path / "checkpoints"
     old = _digests(ckpts)
     assert sorted(old) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]  # keep_last_checkpoints = 2
 
-    wf = run_bundle("patronus_demo", ["train.json"], max_epochs=1, **common)
+    wf = run_bundle("patronus_demo", ["common.json", "train.json"], max_epochs=1, **common)
     assert (ckpts / "checkpoint_epoch=1.pt").is_file()
     assert sorted(p.name for p in ckpts.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=1.pt"]
     archived = {k: v for k, v in _digests(ckpts).items() if k.startswith("previous/")}
@@ -172,12 +234,18 @@ def test_new_run_in_an_old_output_folder_keeps_both_and_loads_the_new(tmp_path, 
 def test_nan_loss_stops_the_bundle_and_keeps_its_checkpoints(tmp_path, dataset_dir):
     """F6: a resumed run whose batches turn NaN raises before any step; the good checkpoints are untouched."""
     common = dict(output_dir=str(tmp_path), dataset_dir=dataset_dir, epoch_length=1, grid_interval=100)
-    run_bundle("patronus_demo", ["train.json"], max_epochs=2, **common)
+    run_bundle("patronus_demo", ["common.json", "train.json"], max_epochs=2, **common)
     good = _digests(tmp_path / "checkpoints")
     nan_batches = "$lambda batch: {'image': torch.stack([b['image'] for b in batch]) * float('nan')}"
     with pytest.raises(RuntimeError, match="Failed to evaluate") as info:  # MONAI wraps the run expression's error
-        run_bundle("patronus_demo", ["train.json"], max_epochs=4, resume=True, **common,
-                   **{"train#dataloader#collate_fn": nan_batches})
+        run_bundle(
+            "patronus_demo",
+            ["common.json", "train.json"],
+            max_epochs=4,
+            resume=True,
+            **common,
+            **{"train#dataloader#collate_fn": nan_batches},
+        )
     assert isinstance(info.value.__cause__, FloatingPointError)
     assert "non-finite training loss (loss=nan) at epoch 3, iteration 3" in str(info.value.__cause__)
     assert _digests(tmp_path / "checkpoints") == good
@@ -191,8 +259,14 @@ def test_the_shipped_model_is_loaded_by_default_and_follows_s(tmp_path, dataset_
     state = torch.load(shipped, map_location="cpu", weights_only=True)
     card = json.loads((BUNDLES / "patronus_demo" / "models" / "model_card.json").read_text())
     assert set(state) == {"network"} and card["size_bytes"] == shipped.stat().st_size
-    run_bundle("patronus_demo", ["train.json", "inference.json"], output_dir=str(tmp_path), dataset_dir=dataset_dir,
-               num_inference_steps=10, grid_images=6)
+    run_bundle(
+        "patronus_demo",
+        ["common.json", "inference.json"],
+        output_dir=str(tmp_path),
+        dataset_dir=dataset_dir,
+        num_inference_steps=10,
+        grid_images=6,
+    )
     (record,) = [json.loads(line) for line in (tmp_path / "inference" / "conditioning.jsonl").read_text().splitlines()]
     sem = record["semantic_reconstruction"]
     print("shipped model on 6 grid slices, 10 steps:", record["summary"])
@@ -201,8 +275,10 @@ def test_the_shipped_model_is_loaded_by_default_and_follows_s(tmp_path, dataset_
 
 def test_compare_config_puts_the_run_beside_the_shipped_model(tmp_path, dataset_dir):
     common = dict(output_dir=str(tmp_path), dataset_dir=dataset_dir)
-    run_bundle("patronus_demo", ["train.json"], max_epochs=1, epoch_length=1, grid_interval=100, **common)
-    run_bundle("patronus_demo", ["train.json", "compare.json"], compare_images=3, num_inference_steps=3, **common)
+    run_bundle(
+        "patronus_demo", ["common.json", "train.json"], max_epochs=1, epoch_length=1, grid_interval=100, **common
+    )
+    run_bundle("patronus_demo", ["common.json", "compare.json"], compare_images=3, num_inference_steps=3, **common)
     out = json.loads((tmp_path / "comparison.json").read_text())
     assert list(out["results"]) == ["this run (output/checkpoints)", "shipped model (models/model.pt)"]
     assert out["num_images"] == 3 and out["reference_weights"] == "model.pt"

@@ -7,7 +7,11 @@ from PIL import Image
 from tests.bundles._workflow import run_bundle
 from tests.data.test_natural import write_celeba, write_cifar10, write_fashion_mnist
 
-FAST = dict(max_epochs=1, epoch_length=1, batch_size=2, num_workers=0, grid_images=2, num_inference_steps=2, grid_interval=1)
+pytestmark = pytest.mark.slow  # runs bundle configs (training, CLI, torchrun)
+
+FAST = dict(
+    max_epochs=1, epoch_length=1, batch_size=2, num_workers=0, grid_images=2, num_inference_steps=2, grid_interval=1
+)
 
 
 def _write_ffhq(root):
@@ -27,8 +31,13 @@ def test_each_dataset_config_trains_one_iteration(tmp_path, name):
     WRITERS[name](data)
     tracked = name == "cifar10"  # one dataset also runs the MLflow tracking (fingerprint of the dataset folder)
     wf = run_bundle(
-        "patronus_natural", ["train.json", f"{name}.json"], output_dir=str(tmp_path / "out"), dataset_dir=str(data),
-        tracking_enabled=tracked, provenance_top_k=1, **FAST
+        "patronus_natural",
+        ["common.json", "train.json", f"{name}.json"],
+        output_dir=str(tmp_path / "out"),
+        dataset_dir=str(data),
+        tracking_enabled=tracked,
+        provenance_top_k=1,
+        **FAST,
     )
     if tracked:
         import mlflow
@@ -57,17 +66,32 @@ def test_inference_and_two_process_training(tmp_path):
 
     data = tmp_path / "data"
     write_cifar10(data)
-    configs = ["train.json", "cifar10.json"]
+    configs = ["common.json", "train.json", "cifar10.json"]
     common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data))
     run_bundle("patronus_natural", configs, **(FAST | common | dict(grid_interval=100)))
-    run_bundle("patronus_natural", [*configs, "inference.json"], **(FAST | common))
+    run_bundle("patronus_natural", ["common.json", configs[-1], "inference.json"], **(FAST | common))
     assert (tmp_path / "out" / "inference" / "inference_grid.png").is_file()
 
     result = run_cli(
         "patronus_natural",
-        ["--config_file", "['configs/train.json','configs/cifar10.json','configs/multi_gpu_train.json']",
-         "--output_dir", str(tmp_path / "ddp"), "--dataset_dir", str(data), "--max_epochs", "1", "--epoch_length", "1",
-         "--batch_size", "2", "--num_workers", "0", "--grid_interval", "100"],
+        [
+            "--config_file",
+            "['configs/common.json','configs/train.json','configs/cifar10.json','configs/multi_gpu_train.json']",
+            "--output_dir",
+            str(tmp_path / "ddp"),
+            "--dataset_dir",
+            str(data),
+            "--max_epochs",
+            "1",
+            "--epoch_length",
+            "1",
+            "--batch_size",
+            "2",
+            "--num_workers",
+            "0",
+            "--grid_interval",
+            "100",
+        ],
         nproc=2,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -79,16 +103,28 @@ def test_explanation_configs(tmp_path):
 
     data = tmp_path / "data"
     write_fashion_mnist(data)
-    configs = ["train.json", "fashion_mnist.json"]
+    configs = ["common.json", "train.json", "fashion_mnist.json"]
     common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), num_workers=0, num_inference_steps=2)
     run_bundle("patronus_natural", configs, **(FAST | common | dict(grid_interval=100)))
-    run_bundle("patronus_natural", [*configs, "explain.json"], interpret_num_images=2, explain_prototypes=[1], **common)
+    run_bundle(
+        "patronus_natural",
+        ["common.json", configs[-1], "explain.json"],
+        interpret_num_images=2,
+        explain_prototypes=[1],
+        **common,
+    )
     summary = json.loads((tmp_path / "out" / "interpret" / "explain.json").read_text())
     assert [p["prototype"] for p in summary["prototypes"]] == [1]
-    run_bundle("patronus_natural", [*configs, "emergence.json"], interpret_num_images=2, **common)
-    run_bundle("patronus_natural", [*configs, "edit.json"], edit_values=[0.0, 3.0], interpolation_steps=2, **common)
-    run_bundle("patronus_natural", [*configs, "train_prior.json"], prior_epochs=1, **common)
-    run_bundle("patronus_natural", [*configs, "sample.json"], num_samples=2, **common)
+    run_bundle("patronus_natural", ["common.json", configs[-1], "emergence.json"], interpret_num_images=2, **common)
+    run_bundle(
+        "patronus_natural",
+        ["common.json", configs[-1], "edit.json"],
+        edit_values=[0.0, 3.0],
+        interpolation_steps=2,
+        **common,
+    )
+    run_bundle("patronus_natural", ["common.json", configs[-1], "train_prior.json"], prior_epochs=1, **common)
+    run_bundle("patronus_natural", ["common.json", configs[-1], "sample.json"], num_samples=2, **common)
     for name in ("gallery.png", "emergence.png", "extrapolation.png", "interpolation.png", "samples.png"):
         assert (tmp_path / "out" / "interpret" / name).is_file(), name
 
@@ -99,11 +135,18 @@ def test_evaluate_config_writes_the_report(tmp_path):
 
     data = tmp_path / "data"
     _, labels = write_fashion_mnist(data, n=40)
-    configs = ["train.json", "fashion_mnist.json"]
+    configs = ["common.json", "train.json", "fashion_mnist.json"]
     common = dict(output_dir=str(tmp_path / "out"), dataset_dir=str(data), num_workers=0, num_inference_steps=2)
     run_bundle("patronus_natural", configs, **(FAST | common | dict(grid_interval=100)))
-    run_bundle("patronus_natural", [*configs, "evaluate.json"], probe_folds=2, num_pairs=1, num_counterfactual=2,
-               evaluate_batch_size=16, **common)
+    run_bundle(
+        "patronus_natural",
+        ["common.json", configs[-1], "evaluate.json"],
+        probe_folds=2,
+        num_pairs=1,
+        num_counterfactual=2,
+        evaluate_batch_size=16,
+        **common,
+    )
     out = tmp_path / "out" / "evaluation"
     result = json.loads((out / "evaluation.json").read_text())
     assert result["num_images"] == 40

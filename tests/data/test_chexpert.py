@@ -7,19 +7,48 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monai_patronus.data.chexpert import CHEXPERT_LABELS, CHEXPERT_METADATA, chexpert_label_columns, load_chexpert_datalist
+from monai_patronus.data.chexpert import (
+    CHEXPERT_LABELS,
+    CHEXPERT_METADATA,
+    chexpert_label_columns,
+    load_chexpert_datalist,
+)
 
 HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS]
 # (path, sex, age, view, ap/pa, {label column: CSV text}); unlisted labels are blank
 ROWS = [
-    ("CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg", "Female", "68", "Frontal", "AP",
-     {"No Finding": "1.0", "Support Devices": "1.0"}),
-    ("CheXpert-v1.0-small/train/patient00002/study2/view1_frontal.jpg", "Female", "87", "Frontal", "AP",
-     {"Cardiomegaly": "-1.0", "Edema": "1.0", "Fracture": "0.0"}),
-    ("CheXpert-v1.0-small/train/patient00002/study1/view2_lateral.jpg", "Male", "83", "Lateral", "",
-     {"Lung Opacity": "1.0", "Pneumonia": "-1.0"}),
-    ("CheXpert-v1.0-small/train/patient00003/study1/view1_frontal.jpg", "Unknown", "", "Frontal", "PA",
-     {"Edema": "-1.0", "Pleural Effusion": "0.0"}),
+    (
+        "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg",
+        "Female",
+        "68",
+        "Frontal",
+        "AP",
+        {"No Finding": "1.0", "Support Devices": "1.0"},
+    ),
+    (
+        "CheXpert-v1.0-small/train/patient00002/study2/view1_frontal.jpg",
+        "Female",
+        "87",
+        "Frontal",
+        "AP",
+        {"Cardiomegaly": "-1.0", "Edema": "1.0", "Fracture": "0.0"},
+    ),
+    (
+        "CheXpert-v1.0-small/train/patient00002/study1/view2_lateral.jpg",
+        "Male",
+        "83",
+        "Lateral",
+        "",
+        {"Lung Opacity": "1.0", "Pneumonia": "-1.0"},
+    ),
+    (
+        "CheXpert-v1.0-small/train/patient00003/study1/view1_frontal.jpg",
+        "Unknown",
+        "",
+        "Frontal",
+        "PA",
+        {"Edema": "-1.0", "Pleural Effusion": "0.0"},
+    ),
 ]
 
 
@@ -61,10 +90,7 @@ def test_datalist_items(tmp_path):
     assert items[2]["ap_pa"] == "" and math.isnan(items[3]["age"])  # blanks: "" for text, NaN for numbers
 
 
-@pytest.mark.parametrize(
-    "policy, uncertain_value",
-    [("ones", 1.0), ("zeros", 0.0), ("ignore", float("nan"))],
-)
+@pytest.mark.parametrize("policy, uncertain_value", [("ones", 1.0), ("zeros", 0.0), ("ignore", float("nan"))])
 def test_uncertain_policies(tmp_path, policy, uncertain_value):
     items = load_chexpert_datalist(write_chexpert(tmp_path), uncertain=policy, frontal_only=False)
     expected = label({"Cardiomegaly": uncertain_value, "Edema": 1, "Fracture": 0})
@@ -83,16 +109,15 @@ def test_uncertain_error_and_per_column_policy(tmp_path):
     np.testing.assert_array_equal(items[3]["label"], label({"Edema": 1}))
     with pytest.raises(ValueError, match=r"no policy for label columns \['No Finding'"):
         load_chexpert_datalist(csv, uncertain={"Edema": "ones"})
-    with pytest.raises(ValueError, match="'maybe' for column 'No Finding'"):
+    with pytest.raises(ValueError, match="Unsupported option 'maybe'"):
         load_chexpert_datalist(csv, uncertain="maybe")
-    with pytest.raises(TypeError, match="uncertain must be"):
-        load_chexpert_datalist(csv, uncertain=1)
 
 
 def test_label_columns_frontal_only_and_extras(tmp_path):
     csv = write_chexpert(tmp_path)
-    items = load_chexpert_datalist(csv, label_columns=["Edema", "Cardiomegaly"], uncertain="zeros",
-                                   frontal_only=True, extra_columns=())
+    items = load_chexpert_datalist(
+        csv, label_columns=["Edema", "Cardiomegaly"], uncertain="zeros", frontal_only=True, extra_columns=()
+    )
     assert [i["row"] for i in items] == [2, 3, 5]
     assert set(items[0]) == {"image", "label", "id", "row"}
     np.testing.assert_array_equal(np.stack([i["label"] for i in items]), [[0, 0], [1, 0], [0, 0]])
@@ -100,8 +125,10 @@ def test_label_columns_frontal_only_and_extras(tmp_path):
 
 def test_image_root_and_absolute_paths(tmp_path):
     root = tmp_path / "elsewhere"
-    rows = [("train/p1/view1_frontal.jpg", "Male", "50", "Frontal", "PA", {"Edema": "1"}),
-            (str(tmp_path / "abs.png"), "Male", "51", "Frontal", "PA", {})]
+    rows = [
+        ("train/p1/view1_frontal.jpg", "Male", "50", "Frontal", "PA", {"Edema": "1"}),
+        (str(tmp_path / "abs.png"), "Male", "51", "Frontal", "PA", {}),
+    ]
     csv = write_chexpert(tmp_path / "csvdir", rows=rows, make_images=False)
     (root / "train/p1").mkdir(parents=True)
     (root / "train/p1/view1_frontal.jpg").write_bytes(b"x")
@@ -126,7 +153,7 @@ def test_missing_images_raise_or_skip(tmp_path, caplog):
     assert [i["row"] for i in items] == [2, 4]
     assert "skipped 2 of 4 rows of train.csv whose image file does not exist (rows 3, 5)" in caplog.text
     assert "patient" not in caplog.text and str(tmp_path) not in caplog.text
-    with pytest.raises(ValueError, match="on_missing"):
+    with pytest.raises(ValueError, match="Unsupported option 'ignore'"):
         load_chexpert_datalist(csv, on_missing="ignore")
 
 
@@ -216,8 +243,6 @@ def test_frontal_only_auto_keeps_frontal_rows_when_the_column_exists(tmp_path):
     assert [i["row"] for i in load_chexpert_datalist(csv)] == [2, 3, 5]  # row 4 is lateral
     assert [i["row"] for i in load_chexpert_datalist(csv, frontal_only=False)] == [2, 3, 4, 5]
     assert chexpert_label_columns(csv) == list(CHEXPERT_LABELS)
-    with pytest.raises(ValueError, match="frontal_only must be True, False or None"):
-        load_chexpert_datalist(csv, frontal_only="yes")
 
 
 def test_trailing_commas_and_long_rows(tmp_path):

@@ -12,10 +12,12 @@ def test_shapes_range_and_filter():
     assert set(labels.tolist()) <= {0, 1}
     assert float(images.min()) == -1.0 and float(images.max()) <= 1.0
     raw, _ = load_digits_images(size=8, num_images=3)
-    assert torch.equal(torch.unique(((raw + 1) * 8).round()), torch.unique(((raw + 1) * 8)))  # 17 grey levels
+    assert torch.equal(torch.unique(((raw + 1) * 8).round()), torch.unique((raw + 1) * 8))  # 17 grey levels
 
 
-@pytest.mark.parametrize("kwargs, words", [(dict(size=4), "size"), (dict(num_images=0), "num_images"), (dict(digits=(11,)), "digits")])
+@pytest.mark.parametrize(
+    "kwargs, words", [(dict(size=4), "size"), (dict(num_images=0), "num_images"), (dict(digits=(11,)), "digits")]
+)
 def test_invalid_arguments(kwargs, words):
     with pytest.raises(ValueError, match=words):
         load_digits_images(**kwargs)

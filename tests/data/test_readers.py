@@ -12,12 +12,7 @@ from monai.data import PydicomReader
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 from PIL import Image
 
-from monai_patronus.data.readers import (
-    DICOM_TECHNICAL_TAGS,
-    DicomReader,
-    MedicalImageReader,
-    SimpleITKReader,
-)
+from monai_patronus.data.readers import DICOM_TECHNICAL_TAGS, DicomReader, MedicalImageReader, SimpleITKReader
 from tests.data._files import (
     PATIENT_ID,
     PATIENT_NAME,
@@ -30,8 +25,20 @@ from tests.data._files import (
 
 AFFINE = np.array([[0.0, 0.0, 2.0, 10.0], [1.5, 0.0, 0.0, -3.0], [0.0, -1.0, 0.0, 4.0], [0.0, 0.0, 0.0, 1.0]])
 IDENTIFYING_KEYS = (
-    "PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "InstitutionName", "ReferringPhysicianName",
-    "AccessionNumber", "StudyInstanceUID", "00100010", "00100020", "00100030", "00080080", "00080090", "00080050",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "OtherPatientIDs",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "00100010",
+    "00100020",
+    "00100030",
+    "00080080",
+    "00080090",
+    "00080050",
 )
 
 
@@ -166,8 +173,19 @@ def test_dicom_reader_meta_is_a_whitelist(tmp_path):
     assert_no_identifiers(meta, PATIENT_NAME, PATIENT_ID, "OTHER-0815", "St. Example", "House^Gregory", "ACC-999")
     dicom_keys = {k for k in meta if isinstance(k, str) and (k[:1].isupper() or k[:1].isdigit())}
     assert dicom_keys == {
-        "Modality", "PhotometricInterpretation", "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored",
-        "HighBit", "PixelRepresentation", "ImagerPixelSpacing", "RescaleSlope", "RescaleIntercept", "ViewPosition",
+        "Modality",
+        "PhotometricInterpretation",
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "ImagerPixelSpacing",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "ViewPosition",
     }
     assert (meta["Modality"], meta["ViewPosition"], meta["Rows"], meta["RescaleSlope"]) == ("DX", "PA", 3, 2.0)
     np.testing.assert_array_equal(meta["ImagerPixelSpacing"], [0.143, 0.143])
@@ -228,8 +246,14 @@ def test_medical_image_reader_picks_by_type(tmp_path):
     no_suffix = tmp_path / "IM0001"
     shutil.copy(pydicom_test_file("CT_small.dcm"), no_suffix)
     cases = {
-        "a.dcm": DicomReader, str(no_suffix): DicomReader, "a.nii.gz": "NibabelReader", "a.NII": "NibabelReader",
-        "a.mha": SimpleITKReader, "a.nrrd": SimpleITKReader, "a.png": "PILReader", "a.JPG": "PILReader",
+        "a.dcm": DicomReader,
+        str(no_suffix): DicomReader,
+        "a.nii.gz": "NibabelReader",
+        "a.NII": "NibabelReader",
+        "a.mha": SimpleITKReader,
+        "a.nrrd": SimpleITKReader,
+        "a.png": "PILReader",
+        "a.JPG": "PILReader",
         "a.npy": "NumpyReader",
     }
     for name, expected in cases.items():
@@ -305,8 +329,14 @@ def test_multi_frame_dicom_frames_are_the_last_axis(tmp_path):
     series = tmp_path / "series"
     series.mkdir()
     for k in (2, 0, 1):  # written out of order: the reader sorts by InstanceNumber
-        write_dicom(series / f"s{k}.dcm", raw[k], InstanceNumber=k + 1, ImagePositionPatient=[0.0, 0.0, float(k)],
-                    ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], PixelSpacing=[1.0, 1.0])
+        write_dicom(
+            series / f"s{k}.dcm",
+            raw[k],
+            InstanceNumber=k + 1,
+            ImagePositionPatient=[0.0, 0.0, float(k)],
+            ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            PixelSpacing=[1.0, 1.0],
+        )
     by_series = load(str(series), DicomReader())
     assert by_series.shape == img.shape
     np.testing.assert_array_equal(by_series.numpy(), img.numpy())

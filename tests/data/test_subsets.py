@@ -24,7 +24,6 @@ from tests.data.test_natural import CELEBA_ATTRIBUTES
 CELEBA_NAMES = CELEBA_ATTRIBUTES
 
 
-
 def random_table(n=120, seed=0, nan_fraction=0.1) -> pd.DataFrame:
     """Binary columns x, y, z (z with NaNs) plus a text column the builders must ignore."""
     rng = np.random.default_rng(seed)
@@ -48,7 +47,8 @@ def matches(row, rule) -> bool:
 
 def brute_force(frame, keep, exclude=()) -> list[int]:
     return [
-        i for i, row in enumerate(frame.to_dict("records"))
+        i
+        for i, row in enumerate(frame.to_dict("records"))
         if any(matches(row, r) for r in keep) and not any(matches(row, r) for r in exclude)
     ]
 
@@ -71,43 +71,24 @@ def fake_datalist(n=80, seed=0):
 # ----------------------------------------------------------------------------------------------- as_table
 
 
-def test_as_table_accepts_every_kind():
+def test_as_table_takes_what_pandas_takes():
     values = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
     expected = pd.DataFrame({"a": [1.0, 0.0, 1.0], "b": [0.0, 1.0, 1.0]})
     kinds = [
-        pd.DataFrame(values, columns=["a", "b"], index=[10, 11, 12]),
-        {"a": values[:, 0], "b": torch.from_numpy(values[:, 1])},
+        (pd.DataFrame(values, columns=["a", "b"], index=[10, 11, 12]), None),
+        ({"a": values[:, 0], "b": values[:, 1]}, None),
         (values, ["a", "b"]),
         (torch.from_numpy(values), ["a", "b"]),
-        SimpleNamespace(attributes=torch.from_numpy(values), attribute_names=["a", "b"]),
     ]
-    for kind in kinds:
-        table, columns = kind if isinstance(kind, tuple) else (kind, None)
+    for table, columns in kinds:
         pd.testing.assert_frame_equal(as_table(table, columns), expected)
     bools = pd.DataFrame({"a": [True, False], "n": pd.array([1, None], dtype="Int64"), "s": ["u", "v"]})
     out = as_table(bools, select=["n", "a"])
     assert list(out.columns) == ["n", "a"] and out["a"].tolist() == [1.0, 0.0] and math.isnan(out["n"][1])
-
-
-def test_as_table_errors():
-    with pytest.raises(ValueError, match=r"without column names; pass columns="):
-        as_table(np.zeros((3, 2)))
-    with pytest.raises(ValueError, match="columns has 1 names but the table has 2"):
-        as_table(np.zeros((3, 2)), ["a"])
-    with pytest.raises(ValueError, match="different lengths"):
-        as_table({"a": [0, 1], "b": [0]})
-    with pytest.raises(ValueError, match=r"duplicate column names \['a'\]"):
-        as_table(np.zeros((3, 2)), ["a", "a"])
-    with pytest.raises(ValueError, match="carries its own column names"):
-        as_table(pd.DataFrame({"a": [0]}), ["a"])
-    with pytest.raises(ValueError, match="'path' is not numeric"):
+    with pytest.raises(ValueError, match="img0.png"):  # not numeric
         as_table(random_table(), select=["x", "path"])
     with pytest.raises(ValueError, match=r"\['nope'\] are not in the table; available columns: \['x', 'y'"):
         as_table(random_table(), select=["nope"])
-    with pytest.raises(TypeError, match="is not supported"):
-        as_table([{"label": 1}, {"label": 0}])
-    with pytest.raises(ValueError, match="no rows"):
-        as_table(np.zeros((0, 2)), ["a", "b"])
 
 
 # -------------------------------------------------------------------------------------------- rule_subset
@@ -141,9 +122,7 @@ def test_rule_subset_matches_brute_force_and_report_statistics():
             else:
                 assert stats["phi_note"].startswith(f"constant in {where}")
     rules = report["rules"]
-    assert [r["in_subset"] for r in rules] == [
-        sum(matches(row, r) for row in subset.to_dict("records")) for r in keep
-    ]
+    assert [r["in_subset"] for r in rules] == [sum(matches(row, r) for row in subset.to_dict("records")) for r in keep]
     assert report["exclude"][0]["matched"] == len(brute_force(frame, exclude))
 
 
@@ -195,14 +174,16 @@ def test_rule_subset_errors():
         rule_subset(frame, "x")
     with pytest.raises(ValueError, match=r"keep rule 1 \{'x': 1, 'y': 1, 'z': 1\} matched no rows"):
         rule_subset(frame[(frame.x == 0) | (frame.y == 0)], [{"x": 1}, {"x": 1, "y": 1, "z": 1}])
-    with pytest.raises(ValueError, match=r"keep rule 0 \{'x': 1\} matched \d+ of 120 row\(s\), all removed by the exclude"):
+    with pytest.raises(
+        ValueError, match=r"keep rule 0 \{'x': 1\} matched \d+ of 120 row\(s\), all removed by the exclude"
+    ):
         rule_subset(frame, [{"x": 1}], exclude=[{"x": 1}])
     bad = frame.assign(x=frame.x * 2 - 1)  # -1/1 like raw CelebA
     with pytest.raises(ValueError, match=r"column 'x' must hold only 0, 1 or NaN.*\(x \+ 1\) / 2"):
         rule_subset(bad, [{"x": 1}])
     with pytest.raises(ValueError, match="max_rows_per_rule must be a positive int or None, got 0"):
         rule_subset(frame, [{"x": 1}], max_rows_per_rule=0)
-    with pytest.raises(TypeError, match="seed must be an int"):
+    with pytest.raises(TypeError, match="SeedSequence"):
         rule_subset(frame, [{"x": 1}], seed="0")
 
 
@@ -282,17 +263,12 @@ def test_celeba_hair_smiling_subset():
     result = celeba_hair_smiling_subset(reader)
     frame = pd.DataFrame(reader.attributes.numpy(), columns=CELEBA_NAMES)
     hair = frame[["Black_Hair", "Blond_Hair", "Brown_Hair"]]
-    expected = [
-        i for i in range(len(frame))
-        if hair.iloc[i].sum() == 1 and frame.Smiling[i] == 1 - frame.Black_Hair[i]
-    ]
+    expected = [i for i in range(len(frame)) if hair.iloc[i].sum() == 1 and frame.Smiling[i] == 1 - frame.Black_Hair[i]]
     assert result.indices.tolist() == expected
     subset = frame.iloc[result.indices]
     assert (subset[["Black_Hair", "Blond_Hair", "Brown_Hair"]].sum(axis=1) == 1).all()
     assert result.report["shortcut"]["phi_subset"] == -1.0
-    assert result.report["shortcut"]["phi_source"] == pytest.approx(
-        np.corrcoef(frame.Black_Hair, frame.Smiling)[0, 1]
-    )
+    assert result.report["shortcut"]["phi_source"] == pytest.approx(np.corrcoef(frame.Black_Hair, frame.Smiling)[0, 1])
     assert np.corrcoef(subset.Black_Hair, subset.Smiling)[0, 1] == pytest.approx(-1.0)
     assert result.select(reader.filenames) == [reader.filenames[i] for i in expected]
     json.dumps(result.report, allow_nan=False)

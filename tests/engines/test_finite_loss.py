@@ -31,7 +31,9 @@ def _trainer(data, max_epochs, folder, resume=False, **kwargs):
     net = tiny_patronus(num_prototypes=4)
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     inferer = PatronusInferer(DDIMScheduler(1000, clip_sample=False))
-    trainer = create_patronus_trainer(net, inferer, DataLoader(data, batch_size=2), opt, max_epochs=max_epochs, **kwargs)
+    trainer = create_patronus_trainer(
+        net, inferer, DataLoader(data, batch_size=2), opt, max_epochs=max_epochs, **kwargs
+    )
     AtomicCheckpointSaver(folder, {"network": net, "optimizer": opt}, keep_last=3, resume=resume).attach(trainer)
     return net, trainer
 
@@ -50,13 +52,17 @@ def test_nan_loss_raises_before_the_optimizer_steps_and_keeps_the_good_checkpoin
     net, trainer = _trainer(_data(nan_item=2), max_epochs=4, folder=tmp_path, resume=True)
     weights = {}
     completed = []
-    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: weights.update({k: v.clone() for k, v in net.state_dict().items()}))
+    trainer.add_event_handler(
+        Events.ITERATION_STARTED, lambda e: weights.update({k: v.clone() for k, v in net.state_dict().items()})
+    )
     trainer.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.epoch))
     with pytest.raises(FloatingPointError) as info:
         trainer.run()
     message = str(info.value)
     assert "non-finite training loss (loss=nan) at epoch 3, iteration 6 (2 of 2 in the epoch)" in message
-    assert "lower lr" in message and "autocast" in message and "check the data" in message and "--resume true" in message
+    assert (
+        "lower lr" in message and "autocast" in message and "check the data" in message and "--resume true" in message
+    )
     assert trainer.state.iteration == 6 and not completed  # no COMPLETED: no final checkpoint, no registration
     for k, v in net.state_dict().items():  # the optimizer never stepped on the NaN loss
         assert torch.equal(v, weights[k]), k

@@ -15,7 +15,9 @@ def test_supervised_trainer_updates_encoder_and_prototypes():
     before = {k: v.clone() for k, v in net.prototype_encoder.state_dict().items()}
     data = [{"image": torch.rand(1, 16, 16) * 2 - 1} for _ in range(8)]
     inferer = PatronusInferer(DDIMScheduler(1000, clip_sample=False))
-    trainer = create_patronus_trainer(net, inferer, DataLoader(data, batch_size=4), torch.optim.Adam(net.parameters(), 1e-2), max_epochs=2)
+    trainer = create_patronus_trainer(
+        net, inferer, DataLoader(data, batch_size=4), torch.optim.Adam(net.parameters(), 1e-2), max_epochs=2
+    )
     trainer.run()
     assert trainer.state.iteration == 4
     assert isinstance(trainer.state.output["loss"], torch.Tensor)
@@ -29,14 +31,22 @@ def test_rejects_other_inferers():
     from monai.inferers import SimpleInferer
 
     with pytest.raises(TypeError, match="PatronusInferer"):
-        create_patronus_trainer(torch.nn.Identity(), SimpleInferer(), [], torch.optim.SGD([torch.zeros(1, requires_grad=True)], 0.1))
+        create_patronus_trainer(
+            torch.nn.Identity(), SimpleInferer(), [], torch.optim.SGD([torch.zeros(1, requires_grad=True)], 0.1)
+        )
 
 
 def _one_iteration_trainer(scheduler):
     net = tiny_patronus(2, num_prototypes=4)
     data = [{"image": torch.rand(1, 8, 8) * 2 - 1} for _ in range(4)]
-    return create_patronus_trainer(net, PatronusInferer(scheduler), DataLoader(data, batch_size=4),
-                                   torch.optim.Adam(net.parameters(), 1e-3), max_epochs=1, epoch_length=1)
+    return create_patronus_trainer(
+        net,
+        PatronusInferer(scheduler),
+        DataLoader(data, batch_size=4),
+        torch.optim.Adam(net.parameters(), 1e-3),
+        max_epochs=1,
+        epoch_length=1,
+    )
 
 
 def test_prepare_batch_follows_the_prediction_type():

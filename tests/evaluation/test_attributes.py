@@ -45,33 +45,27 @@ def test_check_labels_shapes_types_and_names():
     labels = np.array([[1.0, np.nan]])
     out, _ = check_labels(labels)
     assert out is not labels  # never modifies the input
-    with pytest.raises(ValueError, match=r"check_labels: labels must have shape \(N,\) or \(N, A\).*\(2, 2, 2\)"):
+    with pytest.raises(ValueError, match=r"labels must have shape \(N,\) or \(N, A\).*\(2, 2, 2\)"):
         check_labels(np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match=r"shape \(N,\) or \(N, A\) with N, A >= 1, got \(0,\)"):
         check_labels([])
-    with pytest.raises(TypeError, match="labels must be binary labels"):
+    with pytest.raises(TypeError, match="labels must hold real numbers"):
         check_labels("0101")
     with pytest.raises(TypeError, match=r"must hold real numbers.*use NaN, not None"):
         check_labels([1, None])
-    with pytest.raises(ValueError, match=r"one row per sample, N=4, got 3 rows"):
+    with pytest.raises(ValueError, match=r"N=4 \(one row per sample\), got \(3,\)"):
         check_labels([1, 0, 1], num_samples=4)
-    with pytest.raises(ValueError, match=r"names has 1 entries but the labels have A=2"):
+    with pytest.raises(ValueError, match=r"names must be 2 unique attribute names, one per label column, got \['a'\]"):
         check_labels(np.zeros((3, 2)), names=["a"])
-    with pytest.raises(ValueError, match=r"names must be unique, got duplicates \['a'\]"):
+    with pytest.raises(ValueError, match=r"names must be 2 unique attribute names.*\['a', 'a'\]"):
         check_labels(np.zeros((3, 2)), names=["a", "a"])
-    with pytest.raises(TypeError, match="names must hold strings, got 3"):
-        check_labels(np.zeros((3, 2)), names=["a", 3])
-    with pytest.raises(TypeError, match="names must be a list of 1 attribute names"):
-        check_labels([0, 1], names="a")
 
 
 @pytest.mark.parametrize("bad", [2.0, 0.5, np.inf, -2.0])
 def test_check_labels_rejects_other_values(bad):
     labels = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, bad]])
     with pytest.raises(ValueError, match=rf"attribute 'smile' must be 1 .*got {bad!r} at row 2"):
-        check_labels(labels, names=["hair", "smile"], owner="myfunc")
-    with pytest.raises(ValueError, match=r"^myfunc: "):
-        check_labels(labels, owner="myfunc")
+        check_labels(labels, names=["hair", "smile"])
 
 
 def test_check_labels_uncertain_policies():
@@ -84,9 +78,7 @@ def test_check_labels_uncertain_policies():
     np.testing.assert_array_equal(ones, [[1, 1], [1, 0], [0, 1], [np.nan, 1]])
     zeros, _ = check_labels(labels, uncertain="zeros")
     np.testing.assert_array_equal(zeros, [[1, 0], [0, 0], [0, 0], [np.nan, 1]])
-    with pytest.raises(
-        ValueError, match=r"uncertain must be one of \['error', 'ignore', 'ones', 'zeros'\], got 'drop'"
-    ):
+    with pytest.raises(ValueError, match=r"'drop'(.|\n)*Available options are"):
         check_labels(labels, uncertain="drop")
 
 
@@ -99,7 +91,7 @@ def test_check_activations():
         check_activations(bad)
     with pytest.raises(ValueError, match=r"activations must have shape \(N, K\).*got \(4,\)"):
         check_activations(np.zeros(4))
-    with pytest.raises(ValueError, match="got 4 activation rows and 5 label rows"):
+    with pytest.raises(ValueError, match="activations must have N=5 rows.*got 4"):
         check_activations(np.zeros((4, 2)), num_samples=5)
 
 
@@ -147,7 +139,7 @@ def test_attribute_auroc_matches_brute_force_and_is_symmetric():
 
 def test_attribute_auroc_nan_and_uncertain_labels():
     labels = np.stack([Y6.astype(float), [1, np.nan, 0, 1, -1, 0]], axis=1)
-    with pytest.raises(ValueError, match=r"attribute_auroc: labels hold uncertain \(-1\) entries \('b': 1\)"):
+    with pytest.raises(ValueError, match=r"labels hold uncertain \(-1\) entries \('b': 1\)"):
         attribute_auroc(S6, labels, names=["a", "b"])
     result = attribute_auroc(S6, labels, names=["a", "b"], uncertain="ignore")
     assert result.num_labelled.tolist() == [6, 4] and result.num_positive.tolist() == [3, 2]
@@ -176,34 +168,29 @@ def test_attribute_auroc_constant_attribute(caplog):
         result.top("bald")
     with pytest.raises(ValueError, match="every attribute was skipped"):
         attribute_auroc(S6, labels[:, 1:], on_constant="skip")
-    with pytest.raises(ValueError, match=r"on_constant must be one of \['error', 'skip'\]"):
+    with pytest.raises(ValueError, match=r"'drop'(.|\n)*Available options are"):
         attribute_auroc(S6, Y6, on_constant="drop")
 
 
 def test_attribute_auroc_bad_inputs_and_to_dict():
     s = S6.copy()
     s[4, 2] = np.inf
-    with pytest.raises(
-        ValueError, match=r"attribute_auroc: activations must be finite, got inf at row 4, column \(prototype\) 2"
-    ):
+    with pytest.raises(ValueError, match=r"activations must be finite, got inf at row 4, column \(prototype\) 2"):
         attribute_auroc(s, Y6)
-    with pytest.raises(ValueError, match="got 5 activation rows and 6 label rows"):
+    with pytest.raises(ValueError, match="activations must have N=6 rows.*got 5"):
         attribute_auroc(S6[:5], Y6)
-    with pytest.raises(ValueError, match="names has 2 entries but the labels have A=1"):
+    with pytest.raises(ValueError, match="names must be 1 unique attribute names"):
         attribute_auroc(S6, Y6, names=["a", "b"])
     result = attribute_auroc(torch.tensor(S6), torch.tensor(Y6), names=["smile"])
-    with pytest.raises(ValueError, match=r"attribute index must be in \[0, 1\), got 3"):
+    with pytest.raises(IndexError):
         result.top(3)
-    with pytest.raises(TypeError, match="attribute must be a name"):
-        result.top(1.5)
-    with pytest.raises(ValueError, match="n must be an int >= 1"):
-        result.top("smile", n=0)
     payload = json.loads(json.dumps(result.to_dict()))
     assert payload["names"] == ["smile"] and payload["auroc"][0][1] == pytest.approx(8 / 9)
     assert payload["num_positive"] == [3] and payload["skipped"] == {}
 
 
 # ---------------------------------------------------------------------------------------------- encoding
+
 
 def test_encode_labelled_matches_encode(one_thread):
     torch.manual_seed(0)
@@ -235,13 +222,13 @@ def test_encode_labelled_matches_encode(one_thread):
 def test_encode_labelled_errors(one_thread):
     net = tiny_patronus(num_prototypes=6)
     images = torch.rand(4, 1, 12, 12)
-    with pytest.raises(ValueError, match=r"encode_labelled: batch 1 has no key 'label'"):
+    with pytest.raises(ValueError, match=r"batch 1 has no key 'label'"):
         encode_labelled(net, [{"image": images[:2], "label": [1, 0]}, {"image": images[2:]}])
     with pytest.raises(ValueError, match=r"batch 0 'label' must have shape \(B,\) or \(B, A\) with B=4"):
         encode_labelled(net, [{"image": images, "label": [1, 0]}])
-    with pytest.raises(ValueError, match="batch 1 'label' has A=1 attributes, earlier batches A=2"):
+    with pytest.raises(ValueError, match=r"batch 1 'label' must have .* the A of earlier batches, got \(2,\)"):
         encode_labelled(net, [{"image": images[:2], "label": [[1, 0], [0, 1]]}, {"image": images[2:], "label": [1, 0]}])
-    with pytest.raises(ValueError, match=r"encode_labelled: labels of attribute 'attr0' must be 1.*got 3.0 at row 1"):
+    with pytest.raises(ValueError, match=r"labels of attribute 'attr0' must be 1.*got 3.0 at row 1"):
         encode_labelled(net, [{"image": images[:2], "label": [1, 3]}])
     with pytest.raises(TypeError, match="entries \\['label'\\] were asked for"):
         encode_labelled(net, [(images, torch.tensor([1, 0, 1, 0]))])
@@ -254,15 +241,19 @@ def test_one_hot_classes_and_class_labels_in_encode_labelled(one_thread):
 
     onehot, names = one_hot_classes(torch.tensor([2, 0, 1, 2]), ["a", "b", "c"])
     assert names == ["a", "b", "c"] and onehot.tolist() == [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
-    for bad, match in ((torch.tensor([3]), r"class label 3 at row 0 is not an integer index in \[0, 3\)"),
-                       (np.array([0.5]), "not an integer index"), (np.zeros((2, 2)), r"shape \(N,\)")):
+    for bad, match in (
+        (torch.tensor([3]), r"integer indices in \[0, 3\).*value 3.0 at row 0"),
+        (np.array([0.5]), "value 0.5 at row 0"),
+        (np.zeros((2, 2)), r"shape \(N,\)"),
+    ):
         with pytest.raises(ValueError, match=match):
             one_hot_classes(bad, ["a", "b", "c"])
-    with pytest.raises(TypeError, match="classes must be a non-empty sequence"):
-        one_hot_classes([0], "abc")
     net = tiny_patronus(num_prototypes=4)
     images = torch.rand(4, 1, 12, 12)
-    batches = [{"image": images[:2], "label": torch.tensor([1, 0])}, {"image": images[2:], "label": torch.tensor([2, 1])}]
+    batches = [
+        {"image": images[:2], "label": torch.tensor([1, 0])},
+        {"image": images[2:], "label": torch.tensor([2, 1])},
+    ]
     out = encode_labelled(net, batches, classes=["x", "y", "z"])
     assert out.names == ["x", "y", "z"] and out.labels.tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]]
     with pytest.raises(ValueError, match="names .* or classes .*, not both"):

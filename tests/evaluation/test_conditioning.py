@@ -98,20 +98,24 @@ def test_sample_sanity_counts_saturation_and_range():
 
 
 def test_summary_names_each_metric_with_its_chance_level():
-    line = conditioning_summary({
-        "semantic_reconstruction": {"psnr": {"gap": 1.234}, "ssim": {"gap": 0.05}},
-        "edit_efficacy": {"invert": {"raise": {"median": 0.25}}},
-        "conditioning_gain": {"mean_gain": 0.1},
-    })
-    assert line == ("s->image gap +1.23 dB PSNR, +0.050 SSIM (chance 0); edit efficacy 25.0% (chance 0); "
-                    "conditioning gain 10.0% (chance 0)")
-
+    line = conditioning_summary(
+        {
+            "semantic_reconstruction": {"psnr": {"gap": 1.234}, "ssim": {"gap": 0.05}},
+            "edit_efficacy": {"invert": {"raise": {"median": 0.25}}},
+            "conditioning_gain": {"mean_gain": 0.1},
+        }
+    )
+    assert line == (
+        "s->image gap +1.23 dB PSNR, +0.050 SSIM (chance 0); edit efficacy 25.0% (chance 0); "
+        "conditioning gain 10.0% (chance 0)"
+    )
 
 
 def _parts_toy_shaped(num_prototypes: int = 4) -> PatronusUNet:
     """An untrained network of the parts toy's architecture (``tests/_helpers.train_parts_toy``)."""
-    encoder = PrototypeEncoder(2, 1, num_prototypes=num_prototypes, channels=(8, 16), kernel_sizes=3, strides=1,
-                               paddings=(1, 0), preset=None)
+    encoder = PrototypeEncoder(
+        2, 1, num_prototypes=num_prototypes, channels=(8, 16), kernel_sizes=3, strides=1, paddings=(1, 0), preset=None
+    )
     return PatronusUNet(2, 1, encoder, channels=(16, 32), num_res_blocks=1, norm_num_groups=8, dropout=0.0)
 
 
@@ -120,8 +124,16 @@ def test_compare_conditioning_measures_both_models_on_the_same_images(parts_toy,
     against an untrained (zero-initialised, so s-ignoring) network of its architecture as the reference."""
     images, net, inferer, _ = parts_toy
     torch.save({"network": _parts_toy_shaped().state_dict()}, tmp_path / "reference.pt")
-    out = compare_conditioning(net, inferer, images, str(tmp_path / "reference.pt"), str(tmp_path / "cmp.json"),
-                               num_inference_steps=STEPS, num_prototypes=1, names=("trained", "untrained"))
+    out = compare_conditioning(
+        net,
+        inferer,
+        images,
+        str(tmp_path / "reference.pt"),
+        str(tmp_path / "cmp.json"),
+        num_inference_steps=STEPS,
+        num_prototypes=1,
+        names=("trained", "untrained"),
+    )
     trained, reference = out["results"]["trained"], out["results"]["untrained"]
     assert reference["semantic_reconstruction"]["psnr"]["gap"] == 0.0  # ε = 0 whatever s is: chance
     assert trained["semantic_reconstruction"]["psnr"]["gap"] > 1.0
@@ -132,10 +144,14 @@ def test_compare_conditioning_measures_both_models_on_the_same_images(parts_toy,
 
 def test_compare_conditioning_without_a_usable_reference_measures_the_run_alone(parts_toy, tmp_path):
     images, net, inferer, _ = parts_toy
-    missing = compare_conditioning(net, inferer, images[:4], str(tmp_path / "nothing.pt"), num_inference_steps=4,
-                                   num_prototypes=1)
+    missing = compare_conditioning(
+        net, inferer, images[:4], str(tmp_path / "nothing.pt"), num_inference_steps=4, num_prototypes=1
+    )
     assert list(missing["results"]) == ["this run"] and "nothing.pt" in missing["reference_skipped"]
     torch.save({"network": _parts_toy_shaped(num_prototypes=3).state_dict()}, tmp_path / "other.pt")
-    mismatch = compare_conditioning(net, inferer, images[:4], str(tmp_path / "other.pt"), num_inference_steps=4,
-                                    num_prototypes=1)
-    assert list(mismatch["results"]) == ["this run"] and mismatch["reference_skipped"].startswith("reference not compared")
+    mismatch = compare_conditioning(
+        net, inferer, images[:4], str(tmp_path / "other.pt"), num_inference_steps=4, num_prototypes=1
+    )
+    assert list(mismatch["results"]) == ["this run"] and mismatch["reference_skipped"].startswith(
+        "reference not compared"
+    )

@@ -24,7 +24,6 @@ from monai_patronus.interpret.prior import fit_activation_prior
 from monai_patronus.utils import psnr
 from tests._helpers import randomize_zero_init, tiny_patronus
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -89,20 +88,18 @@ def test_fid_grows_with_shift():
 
 def test_fid_errors():
     x = torch.randn(10, 3)
-    with pytest.raises(ValueError, match="fake_features needs at least 2 samples"):
+    with pytest.raises(ValueError, match=r"fake_features must be finite features of shape \(N, F\) with N >= 2"):
         fid(x, x[:1])
-    with pytest.raises(ValueError, match="real_features needs at least 2 features"):
+    with pytest.raises(ValueError, match=r"real_features must .* F >= 2 features.*got shape \(10, 1\)"):
         fid(x[:, :1], x[:, :1])
     with pytest.raises(ValueError, match=r"real_features has F=3 features but fake_features F=2"):
         fid(x, x[:, :2])
-    with pytest.raises(ValueError, match=r"real_features must have shape \(N, F\)"):
+    with pytest.raises(ValueError, match=r"real_features must be finite features of shape \(N, F\)"):
         fid(x[None], x)
     bad = x.clone()
     bad[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="fake_features holds NaN"):
+    with pytest.raises(ValueError, match="fake_features must be finite"):
         fid(x, bad)
-    with pytest.raises(TypeError, match="real_features must be a torch.Tensor or numpy array"):
-        fid([[1.0, 2.0]], x)
 
 
 # ---------------------------------------------------------------------------------------------- extractors
@@ -138,9 +135,9 @@ def test_feature_extractor_resize_and_3d():
 
 
 def test_feature_extractor_errors():
-    with pytest.raises(ValueError, match="input_range must be a pair"):
+    with pytest.raises(ValueError, match=r"input_range must be \(low, high\) with low < high"):
         FeatureExtractor(lambda t: t, input_range=(1, 0))
-    with pytest.raises(ValueError, match="pool must be 'avg' or 'flatten'"):
+    with pytest.raises(ValueError, match="'max' is not a valid value"):
         FeatureExtractor(lambda t: t, pool="max")
     with pytest.raises(TypeError, match="network must be an nn.Module or a callable"):
         FeatureExtractor(3)
@@ -195,17 +192,13 @@ def test_load_feature_extractor_errors(tmp_path):
     text.write_text("not a model")
     with pytest.raises(ValueError, match="not a TorchScript archive"):
         load_feature_extractor(text)
-    with pytest.raises(ValueError, match="is a directory"):
+    with pytest.raises(FileNotFoundError, match="no feature extractor file"):
         load_feature_extractor(tmp_path)
-    with pytest.raises(TypeError, match="path must be a file path"):
-        load_feature_extractor(3)
-    with pytest.raises(TypeError, match="load it first with load_feature_extractor"):
+    with pytest.raises(TypeError, match="load a file with load_feature_extractor"):
         extract_features(str(text), torch.zeros(2, 1, 4, 4))
 
 
 def test_extract_features_errors():
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
-        extract_features(lambda t: t, torch.zeros(2, 1, 4, 4), batch_size=0)
     with pytest.raises(ValueError, match="data yielded no images"):
         extract_features(lambda t: t, [])
 
@@ -243,7 +236,7 @@ def test_unconditional_fid_end_to_end(model, images):
         prior_inference_steps=2,
     )
     assert once == pytest.approx(value, rel=1e-6)
-    with pytest.raises(ValueError, match="num_samples must be an int >= 2"):
+    with pytest.raises(ValueError, match="fake_features must be finite features of shape"):
         unconditional_fid(net, inferer, prior, fx, images, num_samples=1)
     other, _ = fit_activation_prior(
         torch.randn(6, 3), epochs=1, channels=(8,), norm_num_groups=4, num_train_timesteps=10
@@ -282,24 +275,9 @@ def test_image_similarity_identity_and_window(images):
     small = torch.rand(3, 1, 6, 5) * 2 - 1
     res = image_similarity(small, small.flip(-1))
     assert res["ssim_win_size"] == (5, 5) and res["ssim"] < 1.0
-    with pytest.raises(ValueError, match="SSIM needs every spatial size >= 3"):
+    with pytest.raises(ValueError, match="SSIM needs win_size >= 3 and every spatial size >= 3"):
         image_similarity(torch.zeros(1, 1, 2, 8), torch.zeros(1, 1, 2, 8))
     with pytest.raises(ValueError, match=r"targets must lie in \[-1, 1\]"):
         image_similarity(images, images * 3)
-    with pytest.raises(ValueError, match="win_size must be an int >= 3"):
+    with pytest.raises(ValueError, match="SSIM needs win_size >= 3"):
         image_similarity(images, images, win_size=1)
-
-
-def test_generation_argument_errors(model, images):
-    net, inferer = model
-    fx = FeatureExtractor(_ConvFeatures(), channels=3)
-    with pytest.raises(TypeError, match=r"network must be a PatronusUNet \(an nn.Module\), got object"):
-        conditional_fid(object(), inferer, images, fx)
-    with pytest.raises(TypeError, match=r"network must provide encode\(\) \(a PatronusUNet\), got Linear"):
-        conditional_fid(nn.Linear(2, 2), inferer, images, fx)
-    with pytest.raises(TypeError, match="inferer must be a PatronusInferer"):
-        conditional_fid(net, object(), images, fx)
-    with pytest.raises(ValueError, match="seed must be an int >= 0"):
-        conditional_fid(net, inferer, images, fx, seed=-1)
-    with pytest.raises(ValueError, match=r"the network is 2-D but a batch has shape \(2, 1, 8, 8, 8\)"):
-        reconstruction_metrics(net, inferer, torch.zeros(2, 1, 8, 8, 8), num_inference_steps=2)

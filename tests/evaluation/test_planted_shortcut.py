@@ -33,6 +33,8 @@ from monai_patronus.data import balanced_independent_subset, correlated_subset, 
 from monai_patronus.demo import train_tiny_patronus
 from monai_patronus.evaluation import evaluate
 
+pytestmark = pytest.mark.slow  # trains a model or runs a CLI / notebook kernel
+
 NAMES = ["marker", "low", "even"]
 TRAIN_STEPS = 600
 STRONG = 0.95  # AUROC of a prototype that tells an attribute apart
@@ -73,17 +75,22 @@ def _shortcut_verdict(result: dict) -> tuple[bool, list[str]]:
         return False, ["ranking: no attribute pair shares a top prototype"]
     first = pairs[0]
     if first["attributes"] != ["marker", "low"]:
-        return False, [f"ranking: the first pair is {first['attributes']} (score {first['score']:.3f}), not "
-                       "['marker', 'low']"]
+        return False, [
+            f"ranking: the first pair is {first['attributes']} (score {first['score']:.3f}), not ['marker', 'low']"
+        ]
     k = first["prototype"]
     i = first["shared_prototypes"].index(k)
     if not (first["auroc"]["marker"][i] > STRONG and first["auroc"]["low"][i] > STRONG):
-        reasons.append(f"strength: prototype {k} is not strong for both: AUROC marker {first['auroc']['marker'][i]:.3f}, "
-                       f"low {first['auroc']['low'][i]:.3f}")
+        reasons.append(
+            f"strength: prototype {k} is not strong for both: AUROC marker {first['auroc']['marker'][i]:.3f}, "
+            f"low {first['auroc']['low'][i]:.3f}"
+        )
     held = first["heldout_auroc"]
     if not (held["marker"][i] > STRONG and abs(held["low"][i] - 0.5) < 0.15):
-        reasons.append(f"heldout: held-out AUROC of prototype {k}: marker {held['marker'][i]:.3f}, low "
-                       f"{held['low'][i]:.3f} (a shortcut keeps the marker and loses the label)")
+        reasons.append(
+            f"heldout: held-out AUROC of prototype {k}: marker {held['marker'][i]:.3f}, low "
+            f"{held['low'][i]:.3f} (a shortcut keeps the marker and loses the label)"
+        )
     cf = first["counterfactual"]
     if cf is None:
         reasons.append(f"judges: counterfactual not run: {first['counterfactual_skipped']}")
@@ -94,27 +101,40 @@ def _shortcut_verdict(result: dict) -> tuple[bool, list[str]]:
     e = cf["edits"][0]  # raised to the plausible maximum
     marker, control = e["attributes"]["marker"], e["control"]["attributes"]["marker"]
     if not (e["efficacy"] is not None and e["efficacy"] > 0 and e["activation_after"] > e["activation_before"]):
-        reasons.append(f"efficacy: the edit did not raise s_{k}: {e['activation_before']:.3f} -> "
-                       f"{e['activation_after']:.3f}, efficacy {e['efficacy']}")
-    if not (marker["positive_before"] <= 0.25 and marker["positive_after"] >= MOST
-            and (e["efficacy_at_least_half"] or 0.0) >= MOST):
-        reasons.append(f"marker: the edit did not plant the marker in most images: judged positive "
-                       f"{marker['positive_before']:.2f} -> {marker['positive_after']:.2f}, s_k rose by at least half "
-                       f"the intended change in {e['efficacy_at_least_half']} of them")
+        reasons.append(
+            f"efficacy: the edit did not raise s_{k}: {e['activation_before']:.3f} -> "
+            f"{e['activation_after']:.3f}, efficacy {e['efficacy']}"
+        )
+    if not (
+        marker["positive_before"] <= 0.25
+        and marker["positive_after"] >= MOST
+        and (e["efficacy_at_least_half"] or 0.0) >= MOST
+    ):
+        reasons.append(
+            f"marker: the edit did not plant the marker in most images: judged positive "
+            f"{marker['positive_before']:.2f} -> {marker['positive_after']:.2f}, s_k rose by at least half "
+            f"the intended change in {e['efficacy_at_least_half']} of them"
+        )
     if not control["positive_after"] <= FEW:
-        reasons.append(f"control: the control edit (prototype {cf['control_prototype']}, {e['control']['label']}; its "
-                       f"AUROC marker {cf['control_auroc']['marker']:.3f}, low {cf['control_auroc']['low']:.3f}) turned "
-                       f"the marker on in {control['positive_after']:.2f} of the images, the test edit in "
-                       f"{marker['positive_after']:.2f}")
+        reasons.append(
+            f"control: the control edit (prototype {cf['control_prototype']}, {e['control']['label']}; its "
+            f"AUROC marker {cf['control_auroc']['marker']:.3f}, low {cf['control_auroc']['low']:.3f}) turned "
+            f"the marker on in {control['positive_after']:.2f} of the images, the test edit in "
+            f"{marker['positive_after']:.2f}"
+        )
     return not reasons, reasons
 
 
 def _print_numbers(case: str, result: dict, train_s: tuple[float, float]) -> None:
-    print(f"\n[{case}] training {TRAIN_STEPS} steps: {train_s[0]:.0f} s wall, {train_s[1]:.0f} s CPU; pairs: "
-          + ", ".join(f"{p['attributes']} {p['score']:.3f}" for p in result["shortcuts"]))
+    print(
+        f"\n[{case}] training {TRAIN_STEPS} steps: {train_s[0]:.0f} s wall, {train_s[1]:.0f} s CPU; pairs: "
+        + ", ".join(f"{p['attributes']} {p['score']:.3f}" for p in result["shortcuts"])
+    )
     for pair in result["shortcuts"][:1]:
-        print(f"[{case}] first pair {pair['attributes']}, prototype {pair['prototype']}, shared {pair['shared_prototypes']}, "
-              f"AUROC {pair['auroc']}, held-out {pair['heldout_auroc']}")
+        print(
+            f"[{case}] first pair {pair['attributes']}, prototype {pair['prototype']}, shared {pair['shared_prototypes']}, "
+            f"AUROC {pair['auroc']}, held-out {pair['heldout_auroc']}"
+        )
         print(f"[{case}] judges: {pair['judges']}; skipped: {pair['counterfactual_skipped']}")
         cf = pair["counterfactual"]
         if not cf:
@@ -122,13 +142,17 @@ def _print_numbers(case: str, result: dict, train_s: tuple[float, float]) -> Non
         print(f"[{case}] images: {cf['image_choice']['description']} ({cf['num_images']})")
         for e in cf["edits"]:
             c = e["control"]
-            flips = ", ".join(f"{n} flip {r['flip_rate']:.2f} (+ {r['positive_before']:.2f} -> {r['positive_after']:.2f}, "
-                              f"control flip {c['attributes'][n]['flip_rate']:.2f}, + -> {c['attributes'][n]['positive_after']:.2f})"
-                              for n, r in e["attributes"].items())
-            print(f"[{case}] prototype {e['prototype']} {e['label']} ({e['target']:.3f}): s_k {e['activation_before']:.3f} -> "
-                  f"{e['activation_after']:.3f}, efficacy {e['efficacy']} (at least half in {e['efficacy_at_least_half']}); control {c['prototype']} {c['label']} "
-                  f"({c['target']:.3f}): s {c['activation_before']:.3f} -> {c['activation_after']:.3f}, efficacy "
-                  f"{c['efficacy']}; {flips}")
+            flips = ", ".join(
+                f"{n} flip {r['flip_rate']:.2f} (+ {r['positive_before']:.2f} -> {r['positive_after']:.2f}, "
+                f"control flip {c['attributes'][n]['flip_rate']:.2f}, + -> {c['attributes'][n]['positive_after']:.2f})"
+                for n, r in e["attributes"].items()
+            )
+            print(
+                f"[{case}] prototype {e['prototype']} {e['label']} ({e['target']:.3f}): s_k {e['activation_before']:.3f} -> "
+                f"{e['activation_after']:.3f}, efficacy {e['efficacy']} (at least half in {e['efficacy_at_least_half']}); control {c['prototype']} {c['label']} "
+                f"({c['target']:.3f}): s {c['activation_before']:.3f} -> {c['activation_after']:.3f}, efficacy "
+                f"{c['efficacy']}; {flips}"
+            )
 
 
 @pytest.mark.parametrize("planting", ["correlated", "independent"])
@@ -136,8 +160,11 @@ def test_report_finds_the_planted_shortcut_only_when_the_marker_stands_in_for_th
     images, digits = load_digits_images(size=16)
     digits = digits.numpy()
     rng = np.random.default_rng(0)
-    table = {"marker": rng.integers(0, 2, len(digits)).astype(float), "low": (digits < 5).astype(float),
-             "even": (digits % 2 == 0).astype(float)}
+    table = {
+        "marker": rng.integers(0, 2, len(digits)).astype(float),
+        "low": (digits < 5).astype(float),
+        "even": (digits % 2 == 0).astype(float),
+    }
     train = correlated_subset(table, "marker", "low", agreement=1.0, size=160, seed=0)
     rest = np.setdiff1d(np.arange(len(digits)), train.indices)
     held = balanced_independent_subset({k: v[rest] for k, v in table.items()}, "marker", "low", per_cell=24, seed=0)
@@ -162,9 +189,19 @@ def test_report_finds_the_planted_shortcut_only_when_the_marker_stands_in_for_th
     train_s = (time.perf_counter() - start, time.process_time() - cpu)
 
     result = evaluate(
-        net, inferer, _batches(x_train, train_labels), tmp_path, names=NAMES,
-        heldout_data=_batches(x_held, labels[held_rows]), top_n=3, num_pairs=1, num_counterfactual=16,
-        folds=3, num_inference_steps=20, num_reconstruction_batches=0, seed=0,
+        net,
+        inferer,
+        _batches(x_train, train_labels),
+        tmp_path,
+        names=NAMES,
+        heldout_data=_batches(x_held, labels[held_rows]),
+        top_n=3,
+        num_pairs=1,
+        num_counterfactual=16,
+        folds=3,
+        num_inference_steps=20,
+        num_reconstruction_batches=0,
+        seed=0,
     )
     _print_numbers(planting, result, train_s)
     found, reasons = _shortcut_verdict(result)

@@ -9,13 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from monai_patronus.evaluation.quality import (
-    ProbeResult,
-    TADResult,
-    linear_probe_auroc,
-    mutual_information_matrix,
-    tad,
-)
+from monai_patronus.evaluation.quality import ProbeResult, TADResult, linear_probe_auroc, mutual_information_matrix, tad
 
 # Two correlated attributes on 8 samples: b = 1 only on row 0, where a = 1 too (b implies a).
 A8 = [1, 1, 1, 1, 0, 0, 0, 0]
@@ -77,7 +71,7 @@ def test_linear_probe_too_few_samples(probe_data, caplog):
     small[:2, 1] = 1  # 2 positives < 3 folds
     with pytest.raises(
         ValueError,
-        match=r"linear_probe_auroc: attribute 'rare' has too few samples of a class \(12 labelled "
+        match=r"attribute 'rare' has too few samples of a class \(12 labelled "
         r"samples, 2 positive and 10 negative; 3-fold.*on_constant='skip'",
     ):
         linear_probe_auroc(s[:12], small, names=["sep", "rare"], folds=3)
@@ -92,26 +86,22 @@ def test_linear_probe_too_few_samples(probe_data, caplog):
 
 def test_linear_probe_bad_arguments(probe_data):
     s, labels = probe_data
-    with pytest.raises(ValueError, match="folds must be an int >= 2, got 1"):
+    with pytest.raises(ValueError, match="n_splits=2 or more, got n_splits=1"):
         linear_probe_auroc(s, labels, folds=1)
-    with pytest.raises(TypeError, match="max_samples must be an int >= 1"):
-        linear_probe_auroc(s, labels, max_samples=10.5)
-    with pytest.raises(ValueError, match="got 150 activation rows and 149 label rows"):
+    with pytest.raises(ValueError, match="activations must have N=149 rows.*got 150"):
         linear_probe_auroc(s, labels[:149])
-    with pytest.raises(ValueError, match=r"names has 3 entries but the labels have A=2"):
+    with pytest.raises(ValueError, match=r"names must be 2 unique attribute names"):
         linear_probe_auroc(s, labels, names=["a", "b", "c"])
     bad = s.copy()
     bad[7, 3] = -np.inf
-    with pytest.raises(
-        ValueError, match=r"linear_probe_auroc: activations must be finite, got -inf at row 7, column \(prototype\) 3"
-    ):
+    with pytest.raises(ValueError, match=r"activations must be finite, got -inf at row 7, column \(prototype\) 3"):
         linear_probe_auroc(bad, labels)
     unsure = labels.copy()
     unsure[3, 0] = -1
     with pytest.raises(ValueError, match=r"uncertain \(-1\) entries \('attr0': 1\)"):
         linear_probe_auroc(s, unsure, folds=3)
     assert linear_probe_auroc(s, unsure, folds=3, uncertain="ignore").num_labelled.tolist() == [149, 150]
-    with pytest.raises(ValueError, match="on_constant must be one of"):
+    with pytest.raises(ValueError, match="'nan'.*Available options are"):
         linear_probe_auroc(s, labels, on_constant="nan")
 
 
@@ -197,9 +187,7 @@ def test_tad_bad_inputs(caplog):
     with pytest.raises(ValueError, match=r"tad: TAD compares the best and second-best prototype.*K=1"):
         tad(S8[:, :1], LABELS8)
     constant = np.concatenate([LABELS8, np.zeros((8, 1))], axis=1)
-    with pytest.raises(
-        ValueError, match=r"tad: attribute 'c' is constant or unlabelled \(8 labelled samples, 0 positive"
-    ):
+    with pytest.raises(ValueError, match=r"attribute 'c' is constant or unlabelled \(8 labelled samples, 0 positive"):
         tad(S8, constant, names=["a", "b", "c"])
     with caplog.at_level(logging.WARNING, logger="monai_patronus.evaluation"):
         skipped = tad(S8, constant, names=["a", "b", "c"], on_constant="skip")
@@ -212,13 +200,11 @@ def test_tad_bad_inputs(caplog):
     assert tad(S8, np.where(np.arange(8)[:, None] == 7, -1, LABELS8), uncertain="zeros").tad == pytest.approx(0.375)
     bad = S8.copy()
     bad[2, 0] = np.nan
-    with pytest.raises(ValueError, match=r"tad: activations must be finite, got nan at row 2, column \(prototype\) 0"):
+    with pytest.raises(ValueError, match=r"activations must be finite, got nan at row 2, column \(prototype\) 0"):
         tad(bad, LABELS8)
-    with pytest.raises(ValueError, match="auroc_threshold must be a float in \\[0, 1\\], got 1.5"):
-        tad(S8, LABELS8, auroc_threshold=1.5)
-    with pytest.raises(ValueError, match="got 8 activation rows and 7 label rows"):
+    with pytest.raises(ValueError, match="activations must have N=7 rows.*got 8"):
         tad(S8, LABELS8[:7])
-    with pytest.raises(ValueError, match=r"names has 1 entries but the labels have A=2"):
+    with pytest.raises(ValueError, match=r"names must be 2 unique attribute names"):
         tad(S8, LABELS8, names=["a"])
     # max_samples keeps the first rows only (a: 4 positives, 2 negatives)
     assert tad(S8, LABELS8, max_samples=6).best_auroc[0] == pytest.approx(1.0)

@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from monai_patronus.evaluation.stability import StabilityResult, match_prototypes, seed_stability
 from tests._helpers import tiny_patronus
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -127,9 +126,9 @@ def test_to_dict_is_json_serialisable():
 # ---------------------------------------------------------------------------------------------- errors
 def test_match_errors():
     a = np.random.default_rng(0).normal(size=(5, 3))
-    with pytest.raises(ValueError, match=r"activations_a has N=1 rows; at least 2 are needed \(N >= 2\)"):
+    with pytest.raises(ValueError, match=r"activations_a must have shape \(N, K\).*N >= 2, got \(1, 3\)"):
         match_prototypes(a[:1], a[:1])
-    with pytest.raises(ValueError, match="activations_a has N=5 images but activations_b N=4"):
+    with pytest.raises(ValueError, match="activations_b must have N=5 rows.*got 4"):
         match_prototypes(a, a[:4])
     bad = a.copy()
     bad[2, 1] = np.inf
@@ -142,26 +141,20 @@ def test_match_errors():
         match_prototypes(a, a[:, 0])
     with pytest.raises(ValueError, match=r"activations_a must have shape \(N, K\).*got \(1, 5, 3\)"):
         match_prototypes(a[None], a)
-    with pytest.raises(ValueError, match=r"activations_a must have shape \(N, K\) with N, K >= 1"):
+    with pytest.raises(ValueError, match=r"activations_a must have shape \(N, K\).*got \(5, 0\)"):
         match_prototypes(a[:, :0], a)
-    with pytest.raises(TypeError, match="activations_a must be prototype activations"):
+    with pytest.raises(TypeError, match="activations_a must hold real numbers"):
         match_prototypes("s", a)
-    with pytest.raises(TypeError, match="activations_b must be real-valued"):
-        match_prototypes(a, torch.ones(5, 3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="constant_tol must be a finite float >= 0"):
-        match_prototypes(a, a, constant_tol=-1.0)
 
 
 def test_seed_stability_errors():
     net = tiny_patronus(num_prototypes=3)
     images = torch.rand(4, 1, 16, 16)
-    with pytest.raises(TypeError, match="network_b must be a PatronusUNet or PrototypeEncoder"):
-        seed_stability(net, "net", images)
     with pytest.raises(TypeError, match="data is a one-shot iterator"):
         seed_stability(net, net, iter([images]))
     with pytest.raises(ValueError, match="shuffle=True"):
         seed_stability(net, net, DataLoader(TensorDataset(images), batch_size=2, shuffle=True))
-    with pytest.raises(ValueError, match=r"activations_a has N=1 rows"):
+    with pytest.raises(ValueError, match=r"activations_a must have shape \(N, K\).*N >= 2"):
         seed_stability(net, net, images[:1])
 
 
@@ -326,14 +319,6 @@ def test_generic_encoder_baseline_uses_reset_parameters(digits64):
     with pytest.raises(ValueError, match="no PrototypeEncoder and no submodule with reset_parameters"):
         seed_stability(_Frozen(), _Frozen(), digits64)
     assert seed_stability(_Frozen(), _Frozen(), digits64, baseline_seeds=None).baseline_mean_correlation is None
-
-
-@pytest.mark.parametrize("kwargs", [{"baseline_seeds": -1}, {"baseline_seeds": True}, {"baseline_seeds": 1.5},
-                                    {"baseline_seed": -2}, {"baseline_seed": None}])
-def test_baseline_argument_errors(kwargs):
-    net = tiny_patronus(num_prototypes=3)
-    with pytest.raises(ValueError, match="baseline_seed"):
-        seed_stability(net, net, torch.rand(4, 1, 16, 16), **kwargs)
 
 
 def test_to_dict_carries_the_baseline(digits64):

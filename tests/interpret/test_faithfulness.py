@@ -2,18 +2,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from monai.networks.layers import GaussianFilter
 
 from monai_patronus.interpret import faithfulness as faith
-from monai_patronus.interpret.faithfulness import (
-    FaithfulnessResult,
-    blur_images,
-    masking_faithfulness,
-    replace_boxes,
-)
+from monai_patronus.interpret.faithfulness import FaithfulnessResult, blur_images, masking_faithfulness, replace_boxes
 from tests._helpers import tiny_encoder
 
 # bright 3x3 squares in a dark 32x32 image; odd corners, so the tiny encoder (jump 2, offset -1, size 7)
@@ -169,7 +163,7 @@ def test_summary_scores_the_images_where_each_prototype_is_present():
     assert top["relative_drop_random"] == pytest.approx((0.07 / 0.7 + 0.1 / 0.8 + 0.1 / 0.9 + 0.3 / 0.8) / 4)
     everything = r.summary()
     assert everything["pairs"] == 8 and everything["ratio"] == pytest.approx(r.ratio)
-    for bad in (0, 1.5, True, "all"):
+    for bad in (0, 1.5):
         with pytest.raises(ValueError, match="top_fraction"):
             r.summary(bad)
 
@@ -184,20 +178,14 @@ class _FakeNet(torch.nn.Module):
     "kwargs, error, match",
     [
         ({"encoder": _FakeNet()}, TypeError, "net.prototype_encoder"),
-        ({"images": np.zeros((1, 1, 12, 12))}, TypeError, "images must be a torch.Tensor"),
         ({"images": torch.zeros(1, 1, 12)}, ValueError, "images must have shape"),
         ({"images": torch.zeros(1, 1, 4, 4)}, ValueError, "too small"),
         ({"prototypes": [9]}, ValueError, r"in \[0, 4\)"),
         ({"num_random": 0}, ValueError, "num_random must be >= 1"),
-        ({"num_random": 2.0}, TypeError, "num_random must be an int"),
-        ({"num_random": True}, TypeError, "num_random must be an int"),
-        ({"blur_sigma": 0.0}, ValueError, "blur_sigma must be finite and > 0"),
-        ({"blur_sigma": -1}, ValueError, "blur_sigma must be finite and > 0"),
-        ({"blur_sigma": math.inf}, ValueError, "blur_sigma must be finite"),
-        ({"blur_sigma": (1.0, 2.0, 3.0)}, ValueError, "blur_sigma must have 2 values"),
-        ({"blur_sigma": "1"}, TypeError, "blur_sigma must be a float"),
-        ({"blur_sigma": (1.0, True)}, TypeError, "blur_sigma must hold floats"),
-        ({"generator": 0}, TypeError, "generator must be a torch.Generator"),
+        ({"blur_sigma": 0.0}, ValueError, "sigma must be finite and > 0"),
+        ({"blur_sigma": -1}, ValueError, "sigma must be finite and > 0"),
+        ({"blur_sigma": math.inf}, ValueError, "sigma must be finite"),
+        ({"blur_sigma": (1.0, 2.0, 3.0)}, ValueError, "length 2"),
     ],
 )
 def test_errors(kwargs, error, match):
@@ -208,19 +196,9 @@ def test_errors(kwargs, error, match):
 
 def test_helper_errors():
     x = torch.zeros(2, 1, 6, 6)
-    box = torch.tensor([[[0, 1], [0, 1]]] * 2)
     cases = [
-        (lambda: blur_images(x.numpy(), 1.0), TypeError, "images must be a floating-point torch.Tensor"),
-        (lambda: blur_images(x.long(), 1.0), TypeError, "floating-point"),
-        (lambda: blur_images(torch.zeros(2, 6), 1.0), ValueError, r"\(N, C, \*spatial\)"),
-        (lambda: blur_images(x, (1.0,)), ValueError, "sigma must have 2 values"),
+        (lambda: blur_images(x, (1.0,)), ValueError, "length 2"),
         (lambda: blur_images(x, 0), ValueError, "sigma must be finite and > 0"),
-        (lambda: replace_boxes(x, x.numpy(), box), TypeError, "must be torch.Tensors"),
-        (lambda: replace_boxes(x, x[:1], box), ValueError, "same shape"),
-        (lambda: replace_boxes(x[0, 0], x[0, 0], box), ValueError, "same shape"),
-        (lambda: replace_boxes(x, x, box.float()), TypeError, "boxes must be an integer torch.Tensor"),
-        (lambda: replace_boxes(x, x, [[0, 1], [0, 1]]), TypeError, "boxes must be an integer torch.Tensor"),
-        (lambda: replace_boxes(x, x, box[:1]), ValueError, r"boxes must have shape \(N, spatial_dims, 2\)"),
     ]
     for call, error, match in cases:
         with pytest.raises(error, match=match):

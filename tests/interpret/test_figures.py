@@ -12,8 +12,8 @@ from PIL import Image
 from monai_patronus.interpret.figures import (
     plot_auroc_matrix,
     plot_emergence_curves,
-    plot_image_rows,
     plot_heatmap,
+    plot_image_rows,
     plot_prototype_gallery,
     plot_prototype_panel,
     plot_strip,
@@ -200,44 +200,31 @@ IMG = torch.zeros(1, 8, 8)
 BAD = [
     (lambda: plot_prototype_panel(torch.zeros(2, 8, 8), IMG, [(0, 2), (0, 2)]), ValueError, "original"),
     (lambda: plot_prototype_panel(IMG, IMG, [(0, 2), (0, 2), (0, 2)]), ValueError, "box"),
-    (lambda: plot_prototype_panel(IMG, IMG, [(0, 2.5), (0, 2)]), TypeError, "box"),
+    (lambda: plot_image_rows([IMG[None]], boxes=[[[(0, 2), (9, 12)]]]), ValueError, "boxes[0][0]"),
     (lambda: plot_prototype_panel(IMG, IMG, [(3, 2), (0, 2)]), ValueError, "box"),
     (lambda: plot_prototype_panel(IMG, IMG, [(9, 12), (0, 2)]), ValueError, "box"),
-    (lambda: plot_prototype_panel(IMG.tolist(), IMG, [(0, 2), (0, 2)]), TypeError, "original"),
     (lambda: plot_prototype_panel(IMG, torch.zeros(1, 8, 9), [(0, 2), (0, 2)]), ValueError, "regenerated"),
-    (lambda: plot_prototype_panel(IMG, IMG, [(0, 2), (0, 2)], top_patches=[(IMG, 3)]), TypeError, "top_patches"),
-    (lambda: plot_prototype_panel(IMG, IMG, [(0, 2), (0, 2)], path="x.jpg"), ValueError, "path"),
-    (lambda: plot_prototype_panel(IMG, IMG, [(0, 2), (0, 2)], title=5), TypeError, "title"),
     (lambda: plot_prototype_panel(IMG, torch.zeros(1, 8, 8, 8), [(0, 2), (0, 2)]), ValueError, "regenerated"),
-    (lambda: plot_prototype_gallery([]), ValueError, "panels"),
-    (lambda: plot_prototype_gallery([IMG]), TypeError, "panels[0]"),
-    (lambda: plot_prototype_gallery([dict(original=IMG, regenerated=IMG, box=[(0, 2), (0, 2)], path="a.png")]),
-     ValueError, "path"),
-    (lambda: plot_prototype_gallery([dict(original=IMG, regenerated=IMG)]), ValueError, "box"),
+    (
+        lambda: plot_prototype_gallery([dict(original=IMG, regenerated=IMG, box=[(0, 2), (0, 2)], path="a.png")]),
+        TypeError,
+        "path",
+    ),
+    (lambda: plot_prototype_gallery([dict(original=IMG, regenerated=IMG)]), TypeError, "box"),
     (lambda: plot_prototype_gallery([dict(original=IMG, regenerated=IMG, box=[(0, 2)])]), ValueError, "box"),
-    (lambda: plot_prototype_gallery([dict(original=IMG, regenerated=IMG, box=[(0, 2), (0, 2)])], columns=0),
-     ValueError, "columns"),
     (lambda: plot_emergence_curves([0, 1, 2], np.zeros((4, 2))), ValueError, "timesteps"),
-    (lambda: plot_emergence_curves([0, 1], np.zeros((2, 2)), prototype_labels=["a"]), ValueError, "prototype_labels"),
-    (lambda: plot_emergence_curves([0, 1], np.zeros((2, 2)), emergence_times=[1, 2, 3]), ValueError, "emergence_times"),
-    (lambda: plot_emergence_curves(["a", "b"], np.zeros((2, 2))), TypeError, "timesteps"),
     (lambda: plot_emergence_curves([0, 1], np.zeros(2)), ValueError, "activations"),
     (lambda: plot_strip([IMG, torch.zeros(1, 8, 9)]), ValueError, "images[1]"),
     (lambda: plot_strip(torch.zeros(2, 4, 8, 8)), ValueError, "images[0]"),
-    (lambda: plot_strip([IMG, IMG], labels=["a"]), ValueError, "labels"),
-    (lambda: plot_strip("img"), TypeError, "images"),
-    (lambda: plot_strip([torch.zeros(1, 4, 4, 4)], centre=(1, 2)), ValueError, "centre"),
-    (lambda: plot_strip([torch.zeros(1, 4, 4, 4)], centre=(1, 2, 4)), ValueError, "centre[2]"),
     (lambda: plot_heatmap(IMG, torch.zeros(4, 4)), ValueError, "heatmap"),
-    (lambda: plot_heatmap(IMG, torch.zeros(8, 8), alpha=True), TypeError, "alpha"),
     (lambda: plot_heatmap(IMG, torch.zeros(8, 8), alpha=1.5), ValueError, "alpha"),
-    (lambda: plot_heatmap(IMG, torch.zeros(8, 8, dtype=torch.bool)), TypeError, "heatmap"),
-    (lambda: plot_heatmap(IMG * float("nan"), torch.zeros(8, 8)), ValueError, "image"),
     (lambda: plot_heatmap(torch.zeros(3, 8), torch.zeros(8)), ValueError, "image"),
 ]
 
 
-@pytest.mark.parametrize(("call", "error", "name"), BAD, ids=[f"{e.__name__}-{n}-{i}" for i, (_, e, n) in enumerate(BAD)])
+@pytest.mark.parametrize(
+    ("call", "error", "name"), BAD, ids=[f"{e.__name__}-{n}-{i}" for i, (_, e, n) in enumerate(BAD)]
+)
 def test_invalid_inputs_name_the_argument(call, error, name):
     with pytest.raises(error) as info:
         call()
@@ -249,19 +236,5 @@ def test_plot_image_rows_and_auroc_matrix(tmp_path):
     path = plot_image_rows(rows, row_labels=["a", "b"], title="t", path=tmp_path / "rows.png")
     _assert_png(path)
     assert isinstance(plot_image_rows([torch.rand(2, 1, 8, 8, 6)]), Figure)  # 3-D: central slice
-    with pytest.raises(ValueError, match="share one spatial shape"):
-        plot_image_rows([torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9)])
-    with pytest.raises(ValueError, match=r"rows\[0\] must be a non-empty batch"):
-        plot_image_rows([torch.zeros(0, 1, 8, 8)])
-    with pytest.raises(TypeError, match="non-empty sequence"):
-        plot_image_rows(torch.zeros(1, 1, 8, 8))
-    with pytest.raises(ValueError, match="row_labels has 1 entries"):
-        plot_image_rows(rows, row_labels=["a"])
     matrix = np.random.default_rng(0).uniform(0.5, 1.0, (3, 12))
     _assert_png(plot_auroc_matrix(matrix, ["x", "y", "z"], title="AUROC", highlight=[(0, 3)], path=tmp_path / "m.png"))
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        plot_auroc_matrix(np.full((1, 2), np.nan), ["x"])
-    with pytest.raises(ValueError, match="attribute_names has 2 entries"):
-        plot_auroc_matrix(matrix, ["x", "y"])
-    with pytest.raises(ValueError, match=r"\(attributes, prototypes\) matrix"):
-        plot_auroc_matrix(np.zeros(3), ["x", "y", "z"])

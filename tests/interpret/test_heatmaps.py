@@ -16,8 +16,14 @@ def _aniso_encoder(spatial_dims: int) -> PrototypeEncoder:
     k2 = (3, 5) if spatial_dims == 2 else (3, 5, 3)
     s1 = (2, 1) if spatial_dims == 2 else (2, 1, 2)
     return PrototypeEncoder(
-        spatial_dims, 1, num_prototypes=3, channels=(4, 8), kernel_sizes=(3, k2), strides=(s1, 1),
-        paddings=(1, 0), preset=None,
+        spatial_dims,
+        1,
+        num_prototypes=3,
+        channels=(4, 8),
+        kernel_sizes=(3, k2),
+        strides=(s1, 1),
+        paddings=(1, 0),
+        preset=None,
     )
 
 
@@ -31,9 +37,7 @@ def _shape(spatial_dims):
 
 def _centres(enc, feat_shape):
     rf = enc.receptive_field
-    return [
-        [i * rf.jump[a] + rf.offset[a] + (rf.size[a] - 1) // 2 for i in range(n)] for a, n in enumerate(feat_shape)
-    ]
+    return [[i * rf.jump[a] + rf.offset[a] + (rf.size[a] - 1) // 2 for i in range(n)] for a, n in enumerate(feat_shape)]
 
 
 def _similarity(enc, x):
@@ -148,23 +152,15 @@ class _FakeNet(torch.nn.Module):
     [
         ({"encoder": torch.nn.Conv2d(1, 1, 1)}, TypeError, "encoder must be a PrototypeEncoder"),
         ({"encoder": _FakeNet()}, TypeError, "net.prototype_encoder"),
-        ({"images": np.zeros((1, 1, 12, 12))}, TypeError, "images must be a torch.Tensor"),
-        ({"images": torch.zeros(1, 1, 12, 12, dtype=torch.long)}, TypeError, "floating-point"),
         ({"images": torch.zeros(1, 12, 12)}, ValueError, r"images must have shape \(N >= 1, 1"),
         ({"images": torch.zeros(1, 2, 12, 12)}, ValueError, r"got \(1, 2, 12, 12\)"),
         ({"images": torch.zeros(0, 1, 12, 12)}, ValueError, "N >= 1"),
         ({"images": torch.zeros(1, 1, 4, 4)}, ValueError, "too small"),
-        ({"prototypes": [0, 4]}, ValueError, r"in \[0, 4\).*\[4\]"),
+        ({"prototypes": [0, 4]}, ValueError, r"in \[0, 4\).*\[0, 4\]"),
         ({"prototypes": [-1]}, ValueError, r"\[-1\]"),
-        ({"prototypes": []}, ValueError, "prototypes is empty"),
-        ({"prototypes": "0"}, TypeError, "list of int indices"),
-        ({"prototypes": 2}, TypeError, "list of int indices"),
-        ({"prototypes": [0.0]}, TypeError, "must hold ints"),
-        ({"prototypes": [True]}, TypeError, "must hold ints"),
-        ({"prototypes": torch.tensor([0.0])}, TypeError, "integer indices"),
-        ({"prototypes": torch.tensor([[0]])}, ValueError, "1-D"),
-        ({"mode": "bicubic"}, ValueError, "mode must be one of"),
-        ({"mode": 1}, TypeError, "mode must be a str"),
+        ({"prototypes": []}, ValueError, r"got \[\]"),
+        ({"prototypes": torch.tensor([[5]])}, ValueError, r"got \[5\]"),
+        ({"mode": "bicubic"}, ValueError, "bicubic"),
     ],
 )
 def test_errors(kwargs, error, match):

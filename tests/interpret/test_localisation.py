@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
 from monai_patronus.data import load_digits_images
 from monai_patronus.demo import train_tiny_patronus
+
+pytestmark = pytest.mark.slow  # trains a model
 
 CORNERS = [(1, 1), (1, 12), (12, 1), (12, 12)]  # top-left of a 3x3 marker, in the digits' empty margins
 
@@ -36,12 +39,16 @@ def test_marker_prototype_boxes_the_marker():
     encoder = net.prototype_encoder
     with torch.no_grad():
         out = encoder(x, return_maps=True)
-    auroc = torch.tensor([roc_auc_score(marked.numpy(), out.activations[:, k].numpy()) for k in range(encoder.num_prototypes)])
+    auroc = torch.tensor(
+        [roc_auc_score(marked.numpy(), out.activations[:, k].numpy()) for k in range(encoder.num_prototypes)]
+    )
     k = int(auroc.argmax())
     assert float(auroc[k]) > 0.95  # some prototype's activation tells marked from clean images
     boxes = encoder.boxes(out.locations[marked, k], (16, 16))
     hits = [bool(b[0, 0] <= r < b[0, 1] and b[1, 0] <= c < b[1, 1]) for b, (r, c) in zip(boxes, centres)]
     hit_rate = sum(hits) / len(hits)
-    print(f"marker prototype {k}: AUROC {float(auroc[k]):.3f}, box hits the marker in {hit_rate:.0%} of {len(hits)} images")
+    print(
+        f"marker prototype {k}: AUROC {float(auroc[k]):.3f}, box hits the marker in {hit_rate:.0%} of {len(hits)} images"
+    )
     # the marker moves between four corners, so a prototype fixed to one place would hit about 25%
     assert hit_rate >= 0.9

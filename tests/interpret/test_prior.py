@@ -6,12 +6,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_patronus.interpret.prior import (
-    ActivationPrior,
-    ActivationPriorUNet,
-    encode_dataset,
-    fit_activation_prior,
-)
+from monai_patronus.interpret.prior import ActivationPrior, ActivationPriorUNet, encode_dataset, fit_activation_prior
 from tests._helpers import tiny_encoder, tiny_patronus
 
 SMALL = {"channels": (16, 32, 64), "norm_num_groups": 8}
@@ -62,7 +57,9 @@ def test_unet_depends_on_timestep_and_input():
 # ---------------------------------------------------------------------------------------------- standardisation
 def test_standardisation_round_trip_brute_force():
     g = torch.Generator().manual_seed(3)
-    data = torch.randn(37, 5, generator=g) * torch.tensor([0.01, 1.0, 5.0, 100.0, 2.0]) + torch.tensor([3.0, -2, 0, 50, 1])
+    data = torch.randn(37, 5, generator=g) * torch.tensor([0.01, 1.0, 5.0, 100.0, 2.0]) + torch.tensor(
+        [3.0, -2, 0, 50, 1]
+    )
     data[:, 4] = 1.5  # a constant dimension
     prior = ActivationPrior(5, **TINY)
     prior.set_statistics(data)
@@ -186,7 +183,10 @@ def test_seeded_sampling_is_reproducible(fitted):
     c = prior.sample(16, generator=torch.Generator().manual_seed(8))
     assert torch.equal(a, b) and not torch.allclose(a, c)
     # chunked sampling gives the right number of rows
-    assert prior.sample(10, generator=torch.Generator().manual_seed(7), num_inference_steps=5, batch_size=3).shape == (10, 4)
+    assert prior.sample(10, generator=torch.Generator().manual_seed(7), num_inference_steps=5, batch_size=3).shape == (
+        10,
+        4,
+    )
 
 
 def test_state_dict_round_trip(fitted):
@@ -256,7 +256,9 @@ def test_encode_dataset_batches_and_models():
     assert net.training  # mode restored
     torch.testing.assert_close(encode_dataset(net, [images[:4], images[4:]]), expected)
     torch.testing.assert_close(encode_dataset(net, [(images[:2], "x"), [images[2:], 1]]), expected)
-    torch.testing.assert_close(encode_dataset(net, [{"img": MetaTensor(images)}], image_key="img", device="cpu"), expected)
+    torch.testing.assert_close(
+        encode_dataset(net, [{"img": MetaTensor(images)}], image_key="img", device="cpu"), expected
+    )
     torch.testing.assert_close(encode_dataset(net, images), expected)  # one batch
     loader = torch.utils.data.DataLoader([{"image": im} for im in images], batch_size=3)
     torch.testing.assert_close(encode_dataset(net, loader), expected)
@@ -271,8 +273,6 @@ def test_encode_dataset_batches_and_models():
 def test_encode_dataset_errors():
     net = tiny_patronus(num_prototypes=6)
     images = torch.rand(2, 1, 12, 12)
-    with pytest.raises(TypeError, match="encoder"):
-        encode_dataset(lambda x: x, [images])
     with pytest.raises(TypeError, match="data_iterable"):
         encode_dataset(net, 5)
     with pytest.raises(TypeError, match="data_iterable"):
@@ -285,141 +285,63 @@ def test_encode_dataset_errors():
         encode_dataset(net, [{"image": images.numpy()}])
     with pytest.raises(ValueError, match=r"\(B, C, \*spatial\)"):
         encode_dataset(net, [torch.rand(2, 12)])
-    with pytest.raises(ValueError, match="device"):
-        encode_dataset(net, [images], device="not-a-device")
-    with pytest.raises(TypeError, match=r"\(N, K\)"):
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
         encode_dataset(torch.nn.Identity(), [images])
-
-    class Ragged(torch.nn.Module):
-        def forward(self, x):
-            return torch.zeros(x.shape[0], int(x.shape[-1]))
-
-    with pytest.raises(ValueError, match="K=3"):
-        encode_dataset(Ragged(), [torch.rand(1, 1, 4, 4), torch.rand(1, 1, 3, 3)])
 
 
 # ---------------------------------------------------------------------------------------------- argument errors
 @pytest.mark.parametrize(
-    "kwargs, exc, match",
-    [
-        ({"channels": ()}, TypeError, "channels"),
-        ({"channels": 64}, TypeError, "channels"),
-        ({"channels": "64"}, TypeError, "channels"),
-        ({"channels": (64, 128.0)}, TypeError, "channels"),
-        ({"channels": (64, 12)}, ValueError, "norm_num_groups=8"),
-        ({"channels": (0, 8)}, ValueError, "channels"),
-        ({"num_res_blocks": 0}, ValueError, "num_res_blocks"),
-        ({"num_res_blocks": True}, TypeError, "num_res_blocks"),
-        ({"norm_num_groups": 0}, ValueError, "norm_num_groups"),
-        ({"norm_num_groups": 2.0}, TypeError, "norm_num_groups"),
-    ],
+    "kwargs",
+    [{"channels": ()}, {"channels": (64, 12)}, {"channels": (0, 8)}, {"num_res_blocks": 0}, {"norm_num_groups": 0}],
 )
-def test_unet_argument_errors(kwargs, exc, match):
-    with pytest.raises(exc, match=match):
+def test_unet_argument_errors(kwargs):
+    with pytest.raises(ValueError, match="ActivationPriorUNet: channels must be positive multiples of norm_num_groups"):
         ActivationPriorUNet(**kwargs)
 
 
-def test_unet_forward_errors():
-    net = ActivationPriorUNet(**TINY)
-    t = torch.tensor([1, 2])
-    with pytest.raises(TypeError, match="x must be"):
-        net([[0.0]], t)
-    bad_inputs = (torch.randn(2), torch.randn(2, 2, 3), torch.randn(2, 1, 3, 1), torch.zeros(2, 3, dtype=torch.long))
-    for bad in (*bad_inputs, torch.randn(2, 0)):
-        with pytest.raises(ValueError, match="x must be"):
-            net(bad, t)
-    with pytest.raises(TypeError, match="timesteps"):
-        net(torch.randn(2, 3), [1, 2])
-    with pytest.raises(ValueError, match=r"timesteps must have shape \(N,\)"):
-        net(torch.randn(2, 3), torch.tensor([1, 2, 3]))
-    with pytest.raises(ValueError, match="context must be None"):
-        net(torch.randn(2, 3), t, context=torch.randn(2, 3))
-
-
 @pytest.mark.parametrize(
-    "kwargs, exc, match",
+    "kwargs, match",
     [
-        ({"num_prototypes": 0}, ValueError, "num_prototypes"),
-        ({"num_prototypes": 4.0}, TypeError, "num_prototypes"),
-        ({"num_prototypes": 4, "num_train_timesteps": 1}, ValueError, "num_train_timesteps"),
-        ({"num_prototypes": 4, "beta_start": 0.0}, ValueError, "beta_start"),
-        ({"num_prototypes": 4, "beta_end": 1.5}, ValueError, "beta_end"),
-        ({"num_prototypes": 4, "beta_end": "0.02"}, TypeError, "beta_end"),
-        ({"num_prototypes": 4, "beta_start": 0.1, "beta_end": 0.01}, ValueError, "beta_start must be <= beta_end"),
-        ({"num_prototypes": 4, "min_std": 0}, ValueError, "min_std"),
-        ({"num_prototypes": 4, "parameterization": "x0"}, ValueError, "parameterization"),
-        ({"num_prototypes": 4, "channels": (8, 10)}, ValueError, "norm_num_groups"),
+        ({"num_prototypes": 0}, "num_prototypes=0"),
+        ({"num_prototypes": 4, "num_train_timesteps": 1}, "num_train_timesteps=1"),
+        ({"num_prototypes": 4, "beta_start": 0.0}, "beta_start=0.0"),
+        ({"num_prototypes": 4, "beta_end": 1.5}, "beta_end=1.5"),
+        ({"num_prototypes": 4, "beta_start": 0.1, "beta_end": 0.01}, "beta_start <= beta_end"),
+        ({"num_prototypes": 4, "min_std": 0}, "min_std=0"),
+        ({"num_prototypes": 4, "parameterization": "x0"}, "x0"),
+        ({"num_prototypes": 4, "channels": (8, 10)}, "norm_num_groups"),
     ],
 )
-def test_prior_argument_errors(kwargs, exc, match):
-    with pytest.raises(exc, match=match):
+def test_prior_argument_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
         ActivationPrior(**kwargs)
 
 
 def test_prior_method_errors():
     prior = ActivationPrior(3, **TINY)
-    with pytest.raises(TypeError, match="activations must be a torch.Tensor"):
-        prior.set_statistics([[1.0, 2.0, 3.0]])
-    with pytest.raises(ValueError, match=r"shape \(M, K\)"):
-        prior.set_statistics(torch.randn(3))
-    with pytest.raises(ValueError, match="num_prototypes=3"):
-        prior.set_statistics(torch.randn(5, 4))
-    with pytest.raises(ValueError, match="M >= 2"):
-        prior.set_statistics(torch.randn(1, 3))
+    for bad in ([[1.0, 2.0, 3.0]], torch.randn(3), torch.randn(5, 4), torch.randn(1, 3)):
+        with pytest.raises(ValueError, match=r"shape \(M >= 2, num_prototypes=3\)"):
+            prior.set_statistics(bad)
     with pytest.raises(ValueError, match="NaN or inf"):
         prior.set_statistics(torch.tensor([[0.0, 1.0, float("nan")], [0.0, 1.0, 2.0]]))
-    with pytest.raises(TypeError, match="dtype"):
-        prior.set_statistics(torch.ones(4, 3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="num_prototypes=3"):
-        prior.standardize(torch.randn(2, 2))
-    with pytest.raises(ValueError, match="num_prototypes=3"):
-        prior.loss(torch.randn(2, 5))
-    with pytest.raises(TypeError, match="generator"):
-        prior.loss(torch.randn(2, 3), generator=0)
-    with pytest.raises(ValueError, match="num_samples"):
-        prior.sample(0)
-    with pytest.raises(TypeError, match="num_samples"):
-        prior.sample(2.0)
-    with pytest.raises(TypeError, match="num_samples"):
-        prior.sample(True)
-    with pytest.raises(ValueError, match="batch_size"):
-        prior.sample(2, batch_size=0)
-    with pytest.raises(TypeError, match="generator"):
-        prior.sample(2, generator=1)
     for bad in (1, 101, 0):
         with pytest.raises(ValueError, match=r"num_inference_steps must be None or an int in \[2, 100\]"):
             prior.sample(2, num_inference_steps=bad)
-    with pytest.raises(TypeError, match="num_inference_steps"):
-        prior.sample(2, num_inference_steps=10.0)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_generator_device_mismatch():
-    prior = ActivationPrior(3, **TINY)
-    with pytest.raises(ValueError, match="generator lives on"):
-        prior.sample(2, generator=torch.Generator(device="cuda"))
 
 
 @pytest.mark.parametrize(
-    "args, kwargs, exc, match",
+    "activations, match",
     [
-        (([[1.0]],), {}, TypeError, "activations must be a torch.Tensor"),
-        ((torch.randn(5),), {}, ValueError, r"shape \(M, K\)"),
-        ((torch.randn(1, 3),), {}, ValueError, "M >= 2"),
-        ((torch.tensor([[1.0, float("inf")], [0.0, 0.0]]),), {}, ValueError, "NaN or inf"),
-        ((torch.randn(4, 2),), {"epochs": 0}, ValueError, "epochs"),
-        ((torch.randn(4, 2),), {"batch_size": 2.5}, TypeError, "batch_size"),
-        ((torch.randn(4, 2),), {"lr": 0.0}, ValueError, "lr"),
-        ((torch.randn(4, 2),), {"lr": "1e-3"}, TypeError, "lr"),
-        ((torch.randn(4, 2),), {"seed": -1}, ValueError, "seed"),
-        ((torch.randn(4, 2),), {"num_prototypes": 2}, ValueError, "num_prototypes"),
-        ((torch.randn(4, 2),), {"device": "not-a-device"}, ValueError, "device"),
-        ((torch.randn(4, 2),), {"channels": (8, 12)}, ValueError, "norm_num_groups"),
+        (torch.randn(5), r"shape \(M >= 2, num_prototypes=5\)"),
+        (torch.randn(1, 3), "got shape \\(1, 3\\)"),
+        (torch.tensor([[1.0, float("inf")], [0.0, 0.0]]), "NaN or inf"),
     ],
 )
-def test_fit_argument_errors(args, kwargs, exc, match):
-    with pytest.raises(exc, match=match):
-        fit_activation_prior(*args, **kwargs)
+def test_fit_argument_errors(activations, match):
+    with pytest.raises(ValueError, match=match):
+        fit_activation_prior(activations, **TINY)
+    with pytest.raises(ValueError, match="norm_num_groups"):
+        fit_activation_prior(torch.randn(4, 2), channels=(8, 12))
 
 
 class _Payload:

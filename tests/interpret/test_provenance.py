@@ -26,7 +26,12 @@ def _brute_force(enc, images, ids, k, unique_images, prototypes=None):
         entries.sort()
         result[proto] = [
             PatchMatch(
-                proto, r, d, ids[i], i, c,
+                proto,
+                r,
+                d,
+                ids[i],
+                i,
+                c,
                 tuple(tuple(b) for b in enc.boxes(torch.tensor(c), images[i].shape[1:]).tolist()),
             )
             for r, (d, i, _, c) in enumerate(entries[:k])
@@ -132,7 +137,9 @@ def test_ids_tensor_batches_subsets_and_mixed_shapes():
     assert sorted(m.image_id for m in find_nearest_patches(enc, batches, k=3, id_key="case")[0]) == ["7", "8", "9"]
     batches = [{"img": a}, {"img": b, "id": ["ignored"]}]
     assert sorted(m.image_id for m in find_nearest_patches(enc, batches, k=3, image_key="img", id_key=None)[1]) == [
-        "0", "1", "2",
+        "0",
+        "1",
+        "2",
     ]
     assert sorted(m.image_id for m in find_nearest_patches(enc, [{"image": a}], k=3)[1]) == ["0", "1"]
     # a single batch (tensor or dict) and torchvision-style (images, labels) batches give the same matches
@@ -162,15 +169,10 @@ def test_crop_patch_3d_and_errors():
     assert torch.equal(crop_patch(image, ((1, 3), (0, 5), (2, 4))), image[:, 1:3, 0:5, 2:4])
     assert torch.equal(crop_patch(image, torch.tensor([[1, 3], [0, 5], [2, 4]])), image[:, 1:3, 0:5, 2:4])
     cases = [
-        (image.numpy(), ((0, 1),) * 3, TypeError, "image must be a torch.Tensor"),
-        (torch.zeros(3), ((0, 1),), ValueError, r"image must have shape \(C, \*spatial\)"),
-        (image, torch.tensor([[0.0, 1.0]] * 3), TypeError, "integer indices"),
-        (image, "box", TypeError, "sequence of"),
-        (image, ((0, 1), (0, 1)), ValueError, "box has 2 axes"),
+        (torch.zeros(3), ((0, 1),), ValueError, r"image \(3,\); pass one image \(C, \*spatial\)"),
+        (image, ((0, 1), (0, 1)), ValueError, "box"),
         (image[None], ((0, 1),) * 3, ValueError, "not a batch"),
-        (image, ((0, 1, 2), (0, 1), (0, 1)), TypeError, r"\(start, stop\) pair"),
-        (image, ((0, 1.5), (0, 1), (0, 1)), TypeError, "must hold ints"),
-        (image, ((0, 5), (0, 1), (0, 1)), ValueError, "on an axis of size 4"),
+        (image, ((0, 5), (0, 1), (0, 1)), ValueError, r"0 <= start < stop <= size"),
         (image, ((2, 2), (0, 1), (0, 1)), ValueError, "start < stop"),
         (image, ((-1, 2), (0, 1), (0, 1)), ValueError, "0 <= start"),
     ]
@@ -193,13 +195,6 @@ _X = torch.zeros(2, 1, 12, 12)
     [
         ({"encoder": _FakeNet()}, TypeError, "net.prototype_encoder"),
         ({"k": 0}, ValueError, "k must be >= 1"),
-        ({"k": 2.0}, TypeError, "k must be an int"),
-        ({"k": True}, TypeError, "k must be an int"),
-        ({"image_key": 1}, TypeError, "image_key must be a str"),
-        ({"id_key": 1}, TypeError, "id_key must be a str or None"),
-        ({"unique_images": 1}, TypeError, "unique_images must be a bool"),
-        ({"device": 0}, TypeError, "device must be a str"),
-        ({"device": "nonsense"}, ValueError, "not a valid torch device"),
         ({"prototypes": [4]}, ValueError, r"in \[0, 4\)"),
         ({"data": 3}, TypeError, "iterable of batches"),
         ({"data": []}, ValueError, "yielded no images"),
@@ -207,7 +202,7 @@ _X = torch.zeros(2, 1, 12, 12)
         ({"data": [{"img": _X}]}, ValueError, r"no key 'image'.*\['img'\]"),
         ({"data": [{"image": _X.numpy()}]}, TypeError, "images must be a torch.Tensor"),
         ({"data": [_X, _X.long()]}, TypeError, "batch 1 images must be floating point"),
-        ({"data": [_X[0]]}, ValueError, r"batch 0 images must have shape \(B, 1"),
+        ({"data": [_X[0]]}, ValueError, r"batch 0 images must have shape \(N >= 1, 1"),
         ({"data": [torch.zeros(1, 1, 4, 4)]}, ValueError, "too small"),
         ({"data": [{"image": _X, "id": ["a"]}]}, ValueError, r"one id per image \(2\)"),
         ({"data": [{"image": _X, "id": "a"}]}, ValueError, "id_key=None"),

@@ -113,10 +113,8 @@ def test_bf16_autocast_keeps_float32_distances():
     [
         (dict(spatial_dims=4), ValueError, "spatial_dims"),
         (dict(in_channels=0), ValueError, "in_channels"),
-        (dict(in_channels=1.5), TypeError, "in_channels"),
         (dict(num_prototypes=0), ValueError, "num_prototypes"),
-        (dict(num_prototypes=True), TypeError, "num_prototypes"),
-        (dict(preset="large"), ValueError, "preset"),
+        (dict(preset="large"), ValueError, "Unsupported option 'large'"),
         (dict(preset=None), ValueError, "channels"),
         (dict(channels=[]), ValueError, "channels"),
         (dict(channels=[8, -1]), ValueError, "channels"),
@@ -133,8 +131,6 @@ def test_invalid_arguments(kwargs, exc, words):
 
 def test_invalid_inputs():
     enc = _encoder(2)
-    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        enc([[1.0]])
     with pytest.raises(ValueError, match=r"got \(2, 3, 12, 10\)"):
         enc(torch.randn(2, 3, 12, 10))
     with pytest.raises(ValueError, match=r"got \(2, 2, 12\)"):
@@ -269,11 +265,11 @@ def test_init_prototypes_invalid_arguments():
     with pytest.raises(TypeError, match="network must be a PatronusUNet or a PrototypeEncoder, got Identity"):
         init_prototypes_from_data(torch.nn.Identity(), torch.randn(2, 2, 12, 10))
     for bad in (torch.randn(2, 3, 12, 10), torch.randn(2, 2, 12), torch.randn(2, 2, 8, 8, 8)):
-        with pytest.raises(ValueError, match=re.escape(f"images must be a tensor (N, 2, *spatial), got {tuple(bad.shape)}")):
+        with pytest.raises(
+            ValueError, match=re.escape(f"images must be a tensor (N, 2, *spatial), got {tuple(bad.shape)}")
+        ):
             enc.init_prototypes_from_features(bad)
         with pytest.raises(ValueError, match="images must be a tensor"):
             init_prototypes_from_data(enc, bad)
-    with pytest.raises(ValueError, match="got list"):
-        enc.init_prototypes_from_features([[0.0]])
     with pytest.raises(ValueError, match="num_images"):
         init_prototypes_from_data(enc, torch.randn(2, 2, 12, 10), num_images=0)

@@ -21,8 +21,14 @@ CASES = [
 
 def _positive_encoder(spatial_dims, kernels, strides, paddings):
     enc = PrototypeEncoder(
-        spatial_dims, 1, num_prototypes=2, channels=[2] * len(kernels), kernel_sizes=kernels, strides=strides,
-        paddings=paddings, preset=None,
+        spatial_dims,
+        1,
+        num_prototypes=2,
+        channels=[2] * len(kernels),
+        kernel_sizes=kernels,
+        strides=strides,
+        paddings=paddings,
+        preset=None,
     ).double()
     with torch.no_grad():  # positive weights and inputs keep every ReLU active, so no gradient is lost
         for m in enc.features:
@@ -89,7 +95,7 @@ def test_invalid_arguments(kwargs, exc, words):
 
 def test_invalid_box_queries():
     rf = ReceptiveField(2, [3], [1], [0])
-    with pytest.raises(TypeError, match="cells"):
+    with pytest.raises(ValueError, match="cells"):
         rf.boxes(torch.zeros(1, 2), (8, 8))
     with pytest.raises(ValueError, match="cells"):
         rf.boxes(torch.zeros(1, 3, dtype=torch.long), (8, 8))

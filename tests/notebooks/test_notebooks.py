@@ -14,6 +14,8 @@ from nbclient import NotebookClient
 from monai_patronus.tracking import CANDIDATE, CHAMPION, load_review
 from tests.bundles._workflow import BUNDLES
 
+pytestmark = pytest.mark.slow  # trains a model or runs a CLI / notebook kernel
+
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
@@ -52,9 +54,14 @@ def test_review_notebook_saves_verdicts_to_mlflow(tracked_demo, tmp_path):
     verdicts = {k: ("accept", "anatomy") for k in range(32)} | {2: ("spurious", "corner artefact")}
     book = execute(
         "prototype_review.ipynb",
-        _common(tracked_demo, tmp_path) | {
-            "key_file": str(tracked_demo["output_dir"] / "pseudonym.key"), "prototypes": [0, 1, 2], "num_images": 2,
-            "reviewer": "notebook test", "verdicts": verdicts, "promote": True,
+        _common(tracked_demo, tmp_path)
+        | {
+            "key_file": str(tracked_demo["output_dir"] / "pseudonym.key"),
+            "prototypes": [0, 1, 2],
+            "num_images": 2,
+            "reviewer": "notebook test",
+            "verdicts": verdicts,
+            "promote": True,
         },
         tmp_path,
     )

@@ -10,7 +10,7 @@ from tests.bundles._workflow import BUNDLES
 
 def _parser(**overrides) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(BUNDLES / "patronus_demo" / "configs" / "train.json"))
+    parser.read_config([str(BUNDLES / "patronus_demo" / "configs" / c) for c in ("common.json", "train.json")])
     parser.update({"bundle_root": str(BUNDLES / "patronus_demo"), **overrides})
     parser.parse()
     return parser
@@ -26,7 +26,11 @@ def test_literal_config_rebuilds_the_network_outside_the_bundle():
     assert isinstance(rebuilt, PatronusUNet)
     rebuilt.load_state_dict(net.state_dict())  # same architecture, parameter for parameter
     assert literal_config(parser, "inferer", exclude=("_target_", "scheduler")) == {
-        "autocast_dtype": None, "inversion_iterations": 5, "guidance_scale": 1.5, "sample_clip": 1.0}
+        "autocast_dtype": None,
+        "inversion_iterations": 5,
+        "guidance_scale": 1.5,
+        "sample_clip": 1.0,
+    }
     with pytest.raises(ValueError, match="not a component"):
         literal_config(parser, "lr")
 

@@ -69,7 +69,8 @@ def test_an_empty_or_readable_key_file_is_named(tmp_path, caplog):
 
 def test_uris_lose_their_credentials_and_nothing_else():
     assert redact_uri("https://alice:S3CR3T@mlflow.example.org:5000/api?token=abc&x=1") == (
-        "https://***@mlflow.example.org:5000/api?token=<redacted>&x=1")
+        "https://***@mlflow.example.org:5000/api?token=<redacted>&x=1"
+    )
     assert redact_uri("http://tok@127.0.0.1:5000") == "http://***@127.0.0.1:5000"
     for plain in ("http://127.0.0.1:5000", "sqlite:////abs/out/mlflow.db", "databricks", "not a uri"):
         assert redact_uri(plain) == plain  # unchanged, not normalised
@@ -83,8 +84,16 @@ def test_a_logged_config_holds_no_path_credential_or_key():
         "output_dir": "$os.path.join('/pacs/PIDQX7731', 'out')",
         "tracking_uri": "https://alice:S3CR3T@host:5000",
         "local_store": "sqlite:////pacs/PIDQX7731/mlflow.db",
-        "train": {"handlers": [{"_target_": "monai_patronus.tracking.PatronusTrackingHandler", "pseudonym_key": KEY,
-                                "keys": "image", "output_dir": "@output_dir"}]},
+        "train": {
+            "handlers": [
+                {
+                    "_target_": "monai_patronus.tracking.PatronusTrackingHandler",
+                    "pseudonym_key": KEY,
+                    "keys": "image",
+                    "output_dir": "@output_dir",
+                }
+            ]
+        },
         "api_token": "tok-123",
         "lr": 0.001,
         "label_columns": ["Cardiomegaly", "Pacemaker"],
@@ -99,8 +108,16 @@ def test_a_logged_config_holds_no_path_credential_or_key():
         "output_dir": "$os.path.join('<path>', 'out')",
         "tracking_uri": "https://***@host:5000",
         "local_store": "sqlite:///<path>",
-        "train": {"handlers": [{"_target_": "monai_patronus.tracking.PatronusTrackingHandler", "pseudonym_key": "<redacted>",
-                                "keys": "image", "output_dir": "@output_dir"}]},
+        "train": {
+            "handlers": [
+                {
+                    "_target_": "monai_patronus.tracking.PatronusTrackingHandler",
+                    "pseudonym_key": "<redacted>",
+                    "keys": "image",
+                    "output_dir": "@output_dir",
+                }
+            ]
+        },
         "api_token": "<redacted>",
         "lr": 0.001,
         "label_columns": ["Cardiomegaly", "Pacemaker"],

@@ -26,6 +26,8 @@ from monai_patronus.data import CHEXPERT_LABELS
 from monai_patronus.tracking import Pseudonymizer
 from tests.bundles._workflow import BUNDLES, run_cli
 
+pytestmark = pytest.mark.slow  # trains a model or runs a CLI / notebook kernel
+
 pydicom = pytest.importorskip("pydicom")
 mlflow = pytest.importorskip("mlflow")
 
@@ -49,10 +51,20 @@ PATIENTS = [
         "StationName": "QXROOM-ZORB7",
         "DeviceSerialNumber": "SNQX-55120-7",
         "studies": [
-            {"StudyDate": "20190611", "StudyTime": "231749.3316", "AccessionNumber": "ACCQX88213",
-             "StudyID": "STQX4471", "photometric": "MONOCHROME2"},
-            {"StudyDate": "20210223", "StudyTime": "044122.8107", "AccessionNumber": "ACCQX90577",
-             "StudyID": "STQX5083", "photometric": "MONOCHROME1"},
+            {
+                "StudyDate": "20190611",
+                "StudyTime": "231749.3316",
+                "AccessionNumber": "ACCQX88213",
+                "StudyID": "STQX4471",
+                "photometric": "MONOCHROME2",
+            },
+            {
+                "StudyDate": "20210223",
+                "StudyTime": "044122.8107",
+                "AccessionNumber": "ACCQX90577",
+                "StudyID": "STQX5083",
+                "photometric": "MONOCHROME1",
+            },
         ],
     },
     {
@@ -69,10 +81,20 @@ PATIENTS = [
         "StationName": "KZROOM-ZOSIM3",
         "DeviceSerialNumber": "SNKZ-30981-2",
         "studies": [
-            {"StudyDate": "20180905", "StudyTime": "135206.9043", "AccessionNumber": "ACCKZ71468",
-             "StudyID": "STKZ2296", "photometric": "MONOCHROME2"},
-            {"StudyDate": "20200417", "StudyTime": "092538.1174", "AccessionNumber": "ACCKZ73925",
-             "StudyID": "STKZ3012", "photometric": "MONOCHROME2"},
+            {
+                "StudyDate": "20180905",
+                "StudyTime": "135206.9043",
+                "AccessionNumber": "ACCKZ71468",
+                "StudyID": "STKZ2296",
+                "photometric": "MONOCHROME2",
+            },
+            {
+                "StudyDate": "20200417",
+                "StudyTime": "092538.1174",
+                "AccessionNumber": "ACCKZ73925",
+                "StudyID": "STKZ3012",
+                "photometric": "MONOCHROME2",
+            },
         ],
     },
 ]
@@ -85,7 +107,7 @@ def _radiograph(seed: int, shape=(128, 128)) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[: shape[0], : shape[1]] / np.array(shape).reshape(2, 1, 1)
     body = 0.85 * (((x - 0.5) / 0.45) ** 2 + ((y - 0.55) / 0.5) ** 2 < 1)
-    lungs = sum(np.exp(-(((x - cx) / 0.13) ** 2 + ((y - 0.5) / 0.25) ** 2) ** 2) for cx in (0.32 + 0.01 * seed, 0.68))
+    lungs = sum(np.exp(-((((x - cx) / 0.13) ** 2 + ((y - 0.5) / 0.25) ** 2) ** 2)) for cx in (0.32 + 0.01 * seed, 0.68))
     spine = 0.2 * np.exp(-(((x - 0.5) / 0.04) ** 2))
     image = body - 0.55 * lungs + spine * (body > 0) + 0.02 * rng.standard_normal(shape)
     return np.clip(image, 0, 1)
@@ -102,9 +124,20 @@ def _write_radiograph(path: Path, pixels: np.ndarray, patient: dict, study: dict
     ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
     ds.file_meta.MediaStorageSOPInstanceUID = uids["SOPInstanceUID"]
     ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    for keyword in ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "PatientSex", "PatientAddress",
-                    "PatientTelephoneNumbers", "InstitutionName", "InstitutionAddress", "ReferringPhysicianName",
-                    "StationName", "DeviceSerialNumber"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "OtherPatientIDs",
+        "PatientBirthDate",
+        "PatientSex",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "InstitutionName",
+        "InstitutionAddress",
+        "ReferringPhysicianName",
+        "StationName",
+        "DeviceSerialNumber",
+    ):
         setattr(ds, keyword, patient[keyword])
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
         setattr(ds, keyword, study["StudyDate"])
@@ -141,8 +174,10 @@ def _write_pacs_export(root: Path) -> tuple[list[str], list[dict], dict]:
     ids, headers, rows = [], [], []
     for p, patient in enumerate(PATIENTS):
         for s, study in enumerate(patient["studies"]):
-            uids = {key: generate_uid() for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-                                                    "FrameOfReferenceUID")}
+            uids = {
+                key: generate_uid()
+                for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+            }
             image = _radiograph(2 * p + s)
             stored = (image * 4095).astype(np.uint16)
             if study["photometric"] == "MONOCHROME1":  # minimum = white
@@ -205,9 +240,19 @@ def _needles(headers: list[dict]) -> list[Needle]:
         add("PatientName (family)", family)
         add("PatientName (given)", given)
         add("PatientID", h["PatientID"], in_path=True)
-        for keyword in ("OtherPatientIDs", "PatientAddress", "PatientTelephoneNumbers", "InstitutionName",
-                        "InstitutionAddress", "StationName", "DeviceSerialNumber", "AccessionNumber", "StudyID",
-                        "SeriesInstanceUID", "FrameOfReferenceUID"):
+        for keyword in (
+            "OtherPatientIDs",
+            "PatientAddress",
+            "PatientTelephoneNumbers",
+            "InstitutionName",
+            "InstitutionAddress",
+            "StationName",
+            "DeviceSerialNumber",
+            "AccessionNumber",
+            "StudyID",
+            "SeriesInstanceUID",
+            "FrameOfReferenceUID",
+        ):
             add(keyword, h[keyword])
         for keyword in ("StudyInstanceUID", "SOPInstanceUID"):
             add(keyword, h[keyword], in_path=True)
@@ -238,8 +283,8 @@ def _occurs(blob: bytes, needle: Needle) -> bool:
         return start >= 0
     digits = b"0123456789"
     while start >= 0:
-        before = blob[start - 1: start] if start else b""
-        after = blob[start + len(pattern): start + len(pattern) + 1]
+        before = blob[start - 1 : start] if start else b""
+        after = blob[start + len(pattern) : start + len(pattern) + 1]
         if (not before or before not in digits + b".") and (not after or after not in digits):
             return True
         start = blob.find(pattern, start + 1)
@@ -276,7 +321,7 @@ class Search:
         for n in hits:
             if not (allow_path_ids and n.in_path):
                 at = low.find(n.pattern)
-                context = blob[max(0, at - 80): at + len(n.pattern) + 40].decode("utf-8", "replace")
+                context = blob[max(0, at - 80) : at + len(n.pattern) + 40].decode("utf-8", "replace")
                 self.found.append(f"{n.what} {n.text!r} in {name}: ...{context!r}...")
         return hits
 
@@ -306,9 +351,25 @@ def mlflow_server(tmp_path):
         port = s.getsockname()[1]
     log = open(folder.parent / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'store.db'}", "--artifacts-destination", str(folder / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'store.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -347,11 +408,44 @@ def test_no_identifier_path_or_credential_reaches_mlflow_logs_or_outputs(tmp_pat
 
     result = run_cli(
         BUNDLE,
-        ["--config_file", "configs/train.json", "--logging_file", "configs/logging.conf", "--output_dir", str(out),
-         "--dataset_dir", str(data), "--tracking_enabled", "true", "--tracking_uri", secret_uri,
-         "--train#handlers#3#pseudonym_key", KEY, "--on_missing", "skip", "--on_error", "skip",
-         "--image_size", "64", "--max_epochs", "2", "--epoch_length", "2", "--batch_size", "2", "--num_workers", "0",
-         "--grid_images", "2", "--num_inference_steps", "2", "--grid_interval", "1", "--provenance_top_k", "2"],
+        [
+            "--config_file",
+            "['configs/common.json','configs/train.json']",
+            "--logging_file",
+            "configs/logging.conf",
+            "--output_dir",
+            str(out),
+            "--dataset_dir",
+            str(data),
+            "--tracking_enabled",
+            "true",
+            "--tracking_uri",
+            secret_uri,
+            "--train#handlers#3#pseudonym_key",
+            KEY,
+            "--on_missing",
+            "skip",
+            "--on_error",
+            "skip",
+            "--image_size",
+            "64",
+            "--max_epochs",
+            "2",
+            "--epoch_length",
+            "2",
+            "--batch_size",
+            "2",
+            "--num_workers",
+            "0",
+            "--grid_images",
+            "2",
+            "--num_inference_steps",
+            "2",
+            "--grid_interval",
+            "1",
+            "--provenance_top_k",
+            "2",
+        ],
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + "\n----- stderr -----\n" + result.stderr[-5000:]
@@ -366,14 +460,26 @@ def test_no_identifier_path_or_credential_reaches_mlflow_logs_or_outputs(tmp_pat
     client = mlflow.MlflowClient(tracking_uri=server_uri)
     run = client.get_run(record["run_id"])
     assert run.info.status == "FINISHED"
-    logged = {a.path for d in ("", "config", "data", "grids", "provenance/final") for a in client.list_artifacts(run.info.run_id, d)}
-    assert {"config/bundle_config.json", "data/fingerprint.json", "provenance/final/provenance.json",
-            "provenance/final/provenance.png"} <= logged, logged
+    logged = {
+        a.path
+        for d in ("", "config", "data", "grids", "provenance/final")
+        for a in client.list_artifacts(run.info.run_id, d)
+    }
+    assert {
+        "config/bundle_config.json",
+        "data/fingerprint.json",
+        "provenance/final/provenance.json",
+        "provenance/final/provenance.png",
+    } <= logged, logged
     assert any(p.startswith("grids/") for p in logged), logged
     params = run.data.params
     assert params["image_size"] == "64" and run.data.tags["data.num_items"] == "5"  # 4 good + the corrupt one
-    assert params["dataset_dir"] == params["output_dir"] == "<path>" and params["tracking_uri"] == record["tracking_uri"]
-    config = json.loads(Path(client.download_artifacts(run.info.run_id, "config/bundle_config.json", str(tmp_path))).read_text())
+    assert (
+        params["dataset_dir"] == params["output_dir"] == "<path>" and params["tracking_uri"] == record["tracking_uri"]
+    )
+    config = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "config/bundle_config.json", str(tmp_path))).read_text()
+    )
     assert config["train"]["handlers"][3]["pseudonym_key"] == "<redacted>"
     tables = list((server_dir / "artifacts").rglob("provenance/final/provenance.json"))
     assert len(tables) == 1, tables
@@ -398,8 +504,12 @@ def test_no_identifier_path_or_credential_reaches_mlflow_logs_or_outputs(tmp_pat
     for what, uids in bad.items():  # the bad rows' paths name the patients too
         for keyword, uid in uids.items():
             needles.append(Needle(f"{keyword} of the {what} file", uid, in_path=True))
-    needles += [Needle("tracking user", USER), Needle("tracking token", TOKEN), Needle("pseudonym key", KEY),
-                Needle("data folder", data.name, in_path=True)]
+    needles += [
+        Needle("tracking user", USER),
+        Needle("tracking token", TOKEN),
+        Needle("pseudonym key", KEY),
+        Needle("data folder", data.name, in_path=True),
+    ]
     search = Search(needles)
     # the control: the same routine finds the identifiers in the raw data (headers, CSV, file names)
     control = Search(needles)
@@ -408,14 +518,33 @@ def test_no_identifier_path_or_credential_reaches_mlflow_logs_or_outputs(tmp_pat
         if path.stat().st_size < 100:  # the corrupt file names its patient only
             assert "PatientID" in hits, (path, hits)
             continue
-        assert {"PatientName", "PatientID", "PatientBirthDate", "StudyDate", "StudyTime", "InstitutionName",
-                "ReferringPhysicianName", "AccessionNumber", "SOPInstanceUID", "FrameOfReferenceUID",
-                "DeviceSerialNumber", "private tag"} <= hits, (path, hits)
+        assert {
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "StudyDate",
+            "StudyTime",
+            "InstitutionName",
+            "ReferringPhysicianName",
+            "AccessionNumber",
+            "SOPInstanceUID",
+            "FrameOfReferenceUID",
+            "DeviceSerialNumber",
+            "private tag",
+        } <= hits, (path, hits)
     assert {n.what for n in control.file(data / "train.csv")} >= {
-        "PatientID", "StudyInstanceUID", "SOPInstanceUID", "SOPInstanceUID of the missing file"}
+        "PatientID",
+        "StudyInstanceUID",
+        "SOPInstanceUID",
+        "SOPInstanceUID of the missing file",
+    }
     assert {n.what for n in control.blob("ids", "\n".join(ids).encode())} >= {"PatientID", "SOPInstanceUID (tail)"}
     assert {n.what for n in control.blob("argv", " ".join([secret_uri, KEY, str(data)]).encode())} == {
-        "tracking user", "tracking token", "pseudonym key", "data folder"}
+        "tracking user",
+        "tracking token",
+        "pseudonym key",
+        "data folder",
+    }
     assert not {n.what for n in control.blob("a float", b"[-0.019450317, 0.1945031712, 3.219450317e-05]")}
     assert {n.what for n in control.blob("a date", b'{"birth": "19450317"}')} == {"PatientBirthDate"}
 
@@ -442,8 +571,10 @@ def test_no_identifier_path_or_credential_reaches_mlflow_logs_or_outputs(tmp_pat
     # a run must not write anything into the bundle folder (it is its working directory): e.g. ./mlruns
     new_in_bundle = sorted(p for p in bundle_dir.rglob("*") if p not in bundle_files and "__pycache__" not in p.parts)
     assert not new_in_bundle, new_in_bundle
-    print(f"searched {len(needles)} identifier strings in {search.num_files} files/streams, "
-          f"{search.num_bytes / 2**20:.1f} MiB; cache files holding datalist ids: {len(cached_with_ids)}")
+    print(
+        f"searched {len(needles)} identifier strings in {search.num_files} files/streams, "
+        f"{search.num_bytes / 2**20:.1f} MiB; cache files holding datalist ids: {len(cached_with_ids)}"
+    )
     assert not search.found, "patient identifiers, paths or secrets leaked:\n" + "\n".join(search.found)
 
 
@@ -484,7 +615,9 @@ def test_non_conformant_header_values_do_not_reach_the_log(tmp_path):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            item = medical_image_transforms(spatial_dims=2, image_size=16)({"image": str(tmp_path / "image.dcm"), "id": "x"})
+            item = medical_image_transforms(spatial_dims=2, image_size=16)(
+                {"image": str(tmp_path / "image.dcm"), "id": "x"}
+            )
     finally:
         root.removeHandler(collect)
     assert tuple(item["image"].shape) == (1, 16, 16)

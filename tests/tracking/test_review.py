@@ -5,7 +5,14 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from monai_patronus.tracking import CANDIDATE, CHAMPION, load_review, promote_to_champion, register_candidate, save_review
+from monai_patronus.tracking import (
+    CANDIDATE,
+    CHAMPION,
+    load_review,
+    promote_to_champion,
+    register_candidate,
+    save_review,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +29,9 @@ def test_review_is_saved_read_back_and_gates_promotion(review_model):
     uri, client, mv = review_model
     with pytest.raises(ValueError, match="has not been reviewed"):
         promote_to_champion("review-test", mv.version, uri)
-    partial = save_review("review-test", mv.version, {0: "accept", 1: ("spurious", "bright rim: scanner artefact")}, "radiologist A", uri)
+    partial = save_review(
+        "review-test", mv.version, {0: "accept", 1: ("spurious", "bright rim: scanner artefact")}, "radiologist A", uri
+    )
     assert partial["status"] == "flagged" and partial["counts"] == {"accept": 1, "spurious": 1, "unclear": 0}
     assert partial["unreviewed"] == list(range(2, 32))
     back = load_review("review-test", CANDIDATE, uri)  # by alias, from the artifact the tags point at
@@ -31,12 +40,16 @@ def test_review_is_saved_read_back_and_gates_promotion(review_model):
     assert (tags["review.status"], tags["review.spurious"], tags["review.unreviewed"]) == ("flagged", "1", "30")
     with pytest.raises(ValueError, match=r"unreviewed prototypes \[2, 3"):
         promote_to_champion("review-test", mv.version, uri)
-    unclear = save_review("review-test", mv.version, {k: "accept" for k in range(31)} | {31: "unclear"}, "radiologist A", uri)
+    unclear = save_review(
+        "review-test", mv.version, {k: "accept" for k in range(31)} | {31: "unclear"}, "radiologist A", uri
+    )
     assert unclear["status"] == "flagged" and unclear["unreviewed"] == []
     with pytest.raises(ValueError, match="flagged prototypes {'31': 'unclear'}"):
         promote_to_champion("review-test", mv.version, uri)
     assert CHAMPION not in client.get_registered_model("review-test").aliases
-    approved = save_review("review-test", mv.version, {k: ("accept", "anatomy") for k in range(32)}, "radiologist B", uri)
+    approved = save_review(
+        "review-test", mv.version, {k: ("accept", "anatomy") for k in range(32)}, "radiologist B", uri
+    )
     assert approved["status"] == "approved"
     promoted = promote_to_champion("review-test", mv.version, uri)
     assert client.get_model_version_by_alias("review-test", CHAMPION).version == mv.version == promoted.version
