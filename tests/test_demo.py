@@ -49,7 +49,7 @@ def test_fixed_point_inversion_reconstructs_better_with_few_steps(trained):
         values.append(float(psnr(inferer.reconstruct(latents, net, s, 10), x0).mean()))
     print(f"10-step reconstruction PSNR: plain {values[0]:.2f} dB, 3 fixed-point iterations {values[1]:.2f} dB")
     assert values[1] > values[0] + 3.0
-    with pytest.raises(ValueError, match="fixed_point_iterations must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match="fixed_point_iterations must be >= 0, got -1"):
         inferer.invert(x0, net, s, 10, fixed_point_iterations=-1)
 
 
