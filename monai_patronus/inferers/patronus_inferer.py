@@ -6,7 +6,7 @@ import contextlib
 import inspect
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from monai.inferers import DiffusionInferer
@@ -147,15 +147,21 @@ class PatronusInferer(DiffusionInferer):
         input_noise: torch.Tensor,
         diffusion_model: nn.Module,
         conditioning: torch.Tensor,
-        *args: Any,
-        **kwargs: Any,
+        num_inference_steps: int | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        verbose: bool = False,
     ) -> torch.Tensor:
-        """Generate images from ``input_noise`` given ``conditioning``; returns ``x_0``.
-
-        The further arguments (``num_inference_steps``, ``eta``, ``generator``, ``verbose``) are those of
-        :meth:`trajectory`.
-        """
-        steps = self.trajectory(input_noise, diffusion_model, conditioning, *args, **kwargs)
+        """Generate images from ``input_noise`` given ``conditioning`` (see :meth:`trajectory`); returns ``x_0``."""
+        steps = self.trajectory(
+            input_noise,
+            diffusion_model,
+            conditioning,
+            num_inference_steps,
+            eta=eta,
+            generator=generator,
+            verbose=verbose,
+        )
         return deque(steps, maxlen=1)[0].prev_sample
 
     @torch.no_grad()

@@ -11,7 +11,6 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from unittest import mock
 
 import mlflow
 import monai
@@ -72,10 +71,20 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
 @contextlib.contextmanager
 def _environ(values: Mapping[str, str | None]) -> Iterator[None]:
     """Set (``None``: remove) environment variables meanwhile."""
-    with mock.patch.dict(os.environ, {k: v for k, v in values.items() if v is not None}):
-        for k in [k for k, v in values.items() if v is None]:
-            os.environ.pop(k, None)
+    saved = {k: os.environ.get(k) for k in values}
+
+    def put(items: Mapping[str, str | None]) -> None:
+        for k, v in items.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    put(values)
+    try:
         yield
+    finally:
+        put(saved)
 
 
 def _hide(err: BaseException, uri: str) -> str:
